@@ -1,0 +1,24 @@
+"""attrib-mlops: attribution as a tracked signal of model development.
+
+Small public API::
+
+    from attrib_mlops import attribute, list_methods, AttributionResult
+"""
+
+from __future__ import annotations
+
+from .errors import AttribError
+from .result import AttributionResult
+
+__version__ = "0.1.0"
+
+__all__ = ["attribute", "list_methods", "AttributionResult", "AttribError", "__version__"]
+
+
+def __getattr__(name: str):
+    # torch and transformers load only when attribution is actually used
+    if name in ("attribute", "list_methods"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'attrib_mlops' has no attribute {name!r}")

@@ -1,0 +1,177 @@
+"""The Python API: :func:`attribute` and :func:`list_methods`."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, UnknownMethodError, UnsupportedMethodError
+from .options import AttributeOptions, parse_options
+from .result import AttributionResult
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["attribute", "list_methods", "resolve_engine", "library_versions"]
+
+_VERSIONED = ("attrib-mlops", "torch", "transformers", "inseq", "captum")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a result (for provenance and cache keys)."""
+    out = {}
+    for name in _VERSIONED:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def list_methods() -> dict[str, list[str]]:
+    """Methods each engine supports, e.g. ``{"native": [...], "inseq": [...]}``.
+
+    >>> "saliency" in list_methods()["native"]
+    True
+    """
+    from .engines import engine_names, get_engine
+
+    return {name: get_engine(name).methods() for name in engine_names()}
+
+
+def resolve_engine(method: str, engine: str = "auto") -> str:
+    """Which engine runs ``method``: ``auto`` = native when it can, else inseq."""
+    from .engines import get_engine
+
+    table = list_methods()
+    known = sorted(set().union(*table.values()))
+    if method not in known:
+        raise UnknownMethodError(f"unknown attribution method {method!r}; valid methods: {', '.join(known)}")
+    if engine == "auto":
+        return "native" if method in table.get("native", []) else "inseq"
+    eng = get_engine(engine)  # raises on an unknown engine name
+    if not eng.supports(method):
+        raise UnsupportedMethodError(
+            f"engine {engine!r} does not support {method!r}; it supports {', '.join(eng.methods())}. "
+            "Use engine='auto' to pick one that does."
+        )
+    return engine
+
+
+def _as_list(x: str | Sequence[str] | None, name: str) -> list[str] | None:
+    if x is None:
+        return None
+    if isinstance(x, str):
+        return [x]
+    out = list(x)
+    for k, v in enumerate(out):
+        if not isinstance(v, str):
+            raise InputError(f"{name}[{k}] must be a string, got {type(v).__name__}")
+    return out
+
+
+def attribute(
+    model: Any,
+    tokenizer: Any = None,
+    prompts: str | Sequence[str] = (),
+    targets: str | Sequence[str] | None = None,
+    methods: str | Sequence[str] = ("saliency",),
+    engine: str = "auto",
+    *,
+    sample_ids: Sequence[str] | None = None,
+    options: AttributeOptions | dict | None = None,
+    **kwargs: Any,
+) -> list[AttributionResult]:
+    """Attribute each prompt's continuation to its tokens, with every method.
+
+    Args:
+        model: a loaded ``transformers`` model, or a reference (local folder,
+            hub id, ``runs:/``/``models:/`` MLflow URI).
+        tokenizer: a loaded tokenizer or a reference; defaults to the model's folder.
+        prompts: one prompt or a list.
+        targets: continuation texts, teacher-forced: the model sees
+            ``prompt + target`` as one string (include the leading space the
+            tokenizer needs). ``None`` generates them greedily
+            (``max_new_tokens`` option); every method then attributes the
+            same generated continuation.
+        methods: method names (see :func:`list_methods`).
+        engine: ``"auto"`` (native when it supports the method, else inseq),
+            ``"native"`` or ``"inseq"``.
+        sample_ids: optional ids carried into each result.
+        options / **kwargs: :class:`~attrib_mlops.options.AttributeOptions`
+            fields (``batch_size``, ``n_steps``, ``dim_aggregation``, ...).
+
+    Returns:
+        ``len(methods) * len(prompts)`` results, grouped by method in the
+        order given, samples in order within each method.
+
+    Example:
+        >>> from attrib_mlops.demo.tiny import build_tiny_model
+        >>> model, tok = build_tiny_model(["a", "b", "c"], n_layer=1, n_embd=16, n_head=2)
+        >>> [r.shape for r in attribute(model, tok, "a b", " c")]
+        [(3, 1)]
+    """
+    from .engines import get_engine
+    from .engines.prep import context_limit, encode_samples, generate_targets, load_model_and_tokenizer
+
+    opts = parse_options(options, **kwargs)
+    method_list = _as_list(methods, "methods") or []
+    if not method_list:
+        raise InputError("no attribution method given; pass methods=('saliency',) or see list_methods()")
+    engines = {m: resolve_engine(m, engine) for m in method_list}
+    prompt_list = _as_list(prompts, "prompts") or []
+    if not prompt_list:
+        raise InputError("no prompt given; pass one prompt or a list of prompts")
+    for k, p in enumerate(prompt_list):
+        if not p.strip():
+            raise InputError(f"prompt {k} is empty; every sample needs a non-empty prompt")
+    target_list = _as_list(targets, "targets")
+    if target_list is not None and len(target_list) != len(prompt_list):
+        raise InputError(f"got {len(prompt_list)} prompts but {len(target_list)} targets; give one target per prompt")
+    if sample_ids is not None and len(sample_ids) != len(prompt_list):
+        raise InputError(f"got {len(prompt_list)} prompts but {len(sample_ids)} sample_ids")
+
+    model, tokenizer, model_ref = load_model_and_tokenizer(model, tokenizer, opts)
+    limit = context_limit(model)
+    if target_list is None:
+        target_list = generate_targets(model, tokenizer, prompt_list, opts.max_new_tokens, limit)
+        generated = True
+    else:
+        generated = False
+    samples = encode_samples(
+        tokenizer,
+        prompt_list,
+        target_list,
+        limit=limit,
+        truncate=opts.truncate,
+        sample_ids=list(sample_ids) if sample_ids is not None else None,
+    )
+    versions = library_versions()
+    results: list[AttributionResult] = []
+    for m in method_list:
+        eng = get_engine(engines[m])
+        out = eng.attribute(model, tokenizer, samples, m, opts, model_ref)
+        for r in out:
+            r.info.setdefault("versions", versions)
+            r.info["target_source"] = "generated" if generated else "given"
+            _flag_nonfinite(r)
+        results.extend(out)
+    return results
+
+
+def _flag_nonfinite(r: AttributionResult) -> None:
+    vals = r.matrix[r.valid_mask()]
+    bad = int((~np.isfinite(vals)).sum())
+    r.info["nonfinite_cells"] = bad
+    if bad:
+        logger.warning(
+            "%s/%s on sample %s: %d attribution cells are NaN or inf; they are flagged in info['nonfinite_cells'] "
+            "and excluded from aggregations",
+            r.engine,
+            r.method,
+            r.sample_id,
+            bad,
+        )

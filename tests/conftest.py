@@ -1,0 +1,40 @@
+"""Shared fixtures: one tiny CPU model per session, built locally (no hub)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+logging.getLogger("inseq").setLevel(logging.ERROR)
+
+VOCAB = [f"w{i}" for i in range(40)]
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(model, tokenizer) of a random 2-layer GPT-2 over a 40-word vocabulary."""
+    from attrib_mlops.demo.tiny import build_tiny_model
+
+    return build_tiny_model(VOCAB, n_layer=2, n_embd=32, n_head=4, n_positions=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tiny, tmp_path_factory):
+    """The tiny model saved as a local folder (safetensors + tokenizer files)."""
+    from attrib_mlops.demo.tiny import save_tiny
+
+    return save_tiny(*tiny, tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def samples():
+    prompts = ["w1 w2 w3 w4", "w5 w6 w7", "w8 w9 w10 w11 w12 w13"]
+    targets = [" w5 w6", " w1 w2 w3", " w0"]
+    return prompts, targets

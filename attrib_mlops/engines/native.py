@@ -61,8 +61,8 @@ def integration_points(n_steps: int, rule: str) -> tuple[list[float], list[float
         if n < 2:
             raise InputError("riemann_trapezoid needs n_steps >= 2")
         alphas = list(np.linspace(0.0, 1.0, n))
-        w = [1.0 / (n - 1)] * n
-        w[0] = w[-1] = 1.0 / (2 * (n - 1))
+        w = [1.0 / n] * n  # Captum's weights (they sum to (n-1)/n)
+        w[0] = w[-1] = 1.0 / (2 * n)
         return alphas, w
     if rule == "riemann_left":
         return list(np.linspace(0.0, 1.0 - 1.0 / n, n)), [1.0 / n] * n

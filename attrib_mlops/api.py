@@ -115,7 +115,13 @@ def attribute(
         [(3, 1)]
     """
     from .engines import get_engine
-    from .engines.prep import context_limit, encode_samples, generate_targets, load_model_and_tokenizer
+    from .engines.prep import (
+        context_limit,
+        encode_samples,
+        generate_targets,
+        is_encoder_decoder,
+        load_model_and_tokenizer,
+    )
 
     opts = parse_options(options, **kwargs)
     method_list = _as_list(methods, "methods") or []
@@ -135,20 +141,29 @@ def attribute(
         raise InputError(f"got {len(prompt_list)} prompts but {len(sample_ids)} sample_ids")
 
     model, tokenizer, model_ref = load_model_and_tokenizer(model, tokenizer, opts)
+    if engine == "auto" and is_encoder_decoder(model):
+        engines = {m: "inseq" for m in method_list}  # the native path is decoder-only
     limit = context_limit(model)
     if target_list is None:
         target_list = generate_targets(model, tokenizer, prompt_list, opts.max_new_tokens, limit)
         generated = True
     else:
         generated = False
-    samples = encode_samples(
-        tokenizer,
-        prompt_list,
-        target_list,
-        limit=limit,
-        truncate=opts.truncate,
-        sample_ids=list(sample_ids) if sample_ids is not None else None,
-    )
+    if is_encoder_decoder(model):
+        # the decoder reads the target on its own: no prompt+target concatenation
+        from .engines.prep import Encoded
+
+        ids = list(sample_ids) if sample_ids is not None else [None] * len(prompt_list)
+        samples = [Encoded([], 0, p, t, i) for p, t, i in zip(prompt_list, target_list, ids)]
+    else:
+        samples = encode_samples(
+            tokenizer,
+            prompt_list,
+            target_list,
+            limit=limit,
+            truncate=opts.truncate,
+            sample_ids=list(sample_ids) if sample_ids is not None else None,
+        )
     versions = library_versions()
     results: list[AttributionResult] = []
     for m in method_list:

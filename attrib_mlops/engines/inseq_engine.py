@@ -161,7 +161,7 @@ class InseqEngine(Engine):
             out = am.attribute(
                 input_texts=s.prompt,
                 generated_texts=s.target,
-                step_scores=["probability", "entropy"],
+                step_scores=[] if method in _FINAL_STEP_METHODS else ["probability", "entropy"],
                 show_progress=False,
                 **kwargs,
             )

@@ -216,3 +216,27 @@ def test_sdpa_model_attention_switches_and_restores(samples):
     assert model.config._attn_implementation == "sdpa"
     for x, y in zip(a, b):
         np.testing.assert_allclose(x.matrix, y.matrix, rtol=1e-5, atol=1e-7)
+
+
+def test_encoder_decoder_goes_through_inseq():
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    from attrib_mlops.demo.tiny import build_word_tokenizer
+
+    tok = build_word_tokenizer([f"w{i}" for i in range(40)])
+    cfg = BartConfig(
+        vocab_size=len(tok), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.bos_token_id, forced_eos_token_id=None,
+    )
+    torch.manual_seed(0)
+    model = BartForConditionalGeneration(cfg).eval()
+    res = attribute(model, tok, ["w1 w2 w3"], ["w4 w5"], methods=["saliency", "attention"])
+    assert [r.engine for r in res] == ["inseq", "inseq"]
+    for r in res:
+        assert r.source_tokens == ["w1", "w2", "w3"] and r.target_tokens == ["w4", "w5"]
+        assert r.n_prompt == 3 and np.isfinite(r.matrix).all()
+    assert len(res[0].step_scores["probability"]) == 2
+    with pytest.raises(UnsupportedMethodError, match="decoder-only"):
+        attribute(model, tok, ["w1 w2 w3"], ["w4 w5"], methods="saliency", engine="native")

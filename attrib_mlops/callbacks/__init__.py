@@ -1,0 +1,15 @@
+"""Training hooks: the HF ``Trainer`` callback and a monitor for plain PyTorch loops."""
+
+from __future__ import annotations
+
+from .base import AttributionMonitor, normalize_probe
+
+__all__ = ["AttributionCallback", "AttributionMonitor", "normalize_probe"]
+
+
+def __getattr__(name: str):
+    if name == "AttributionCallback":  # imports transformers only when used
+        from .hf import AttributionCallback
+
+        return AttributionCallback
+    raise AttributeError(name)

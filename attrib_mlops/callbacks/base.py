@@ -1,0 +1,256 @@
+"""The framework-free core of the training hooks: :class:`AttributionMonitor`.
+
+``AttributionMonitor(probe, ...).log(model, step)`` attributes the probe set on
+the current model and logs the step to MLflow through
+:class:`~attrib_mlops.tracking.AttributionWriter`. The HF ``Trainer`` callback
+wraps it; users of a plain PyTorch loop call it directly.
+
+What it guarantees:
+
+* the model leaves exactly as it came (training mode, ``requires_grad``,
+  gradients, RNG streams: see ``engines.prep.model_guard``), so training with
+  the monitor produces the same losses as without;
+* attribution failures are logged and skipped (``strict=True`` raises);
+* tracking outages never stop training: the writer spools steps locally and
+  uploads them on the next successful step or at :meth:`close`;
+* a step already logged is not logged again (after a resume too, via
+  :meth:`state_dict` / :meth:`load_state_dict`);
+* the cost of each event is logged (``attrib/cost_seconds``) and reported.
+
+Environment variables: ``MLFLOW_TRACKING_URI`` (where to log when no
+``tracking_uri`` is given), ``MLFLOW_EXPERIMENT_NAME`` (experiment of a run the
+monitor creates itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import InputError
+from ..options import AttributeOptions, parse_options
+
+logger = logging.getLogger("attrib_mlops.callbacks")
+
+__all__ = ["AttributionMonitor", "normalize_probe"]
+
+
+def normalize_probe(probe: Any):
+    """A :class:`~attrib_mlops.samples.ProbeSet` from a Dataset, records, prompts or a ProbeSet."""
+    from ..samples import ProbeSet
+
+    if isinstance(probe, ProbeSet):
+        return probe
+    if hasattr(probe, "column_names") and hasattr(probe, "select"):
+        return ProbeSet.from_dataset(probe)
+    if isinstance(probe, str):
+        raise InputError("probe must be a list of prompts or samples, a datasets.Dataset or a ProbeSet, not a str")
+    items = list(probe)
+    if not items:
+        raise InputError("the probe set is empty; give at least one sample")
+    if all(isinstance(x, str) for x in items):
+        items = [{"prompt": p} for p in items]
+    return ProbeSet.from_records(items, source="probe")
+
+
+class AttributionMonitor:
+    """Attribute a fixed probe set at chosen steps and log it to MLflow.
+
+    Args:
+        probe: the probe samples (``datasets.Dataset``, list of dicts with
+            ``prompt``/``target``/``ground_truth``/``id``, list of prompts, or a
+            ``ProbeSet``). Samples without a target get a greedy continuation
+            generated at each step.
+        tokenizer: the tokenizer (may also be passed to :meth:`log`).
+        methods: attribution methods (see :func:`attrib_mlops.list_methods`).
+        engine: ``auto`` / ``native`` / ``inseq``.
+        options: :class:`~attrib_mlops.options.AttributeOptions` fields.
+        run_id: MLflow run to log to; default: the active run (e.g. the one
+            transformers' ``MLflowCallback`` opened), else a new run of our own.
+        tracking_uri: MLflow tracking URI (default ``MLFLOW_TRACKING_URI`` or
+            MLflow's default).
+        experiment_name: experiment of a run we create.
+        model_name: name under which results are stored (``model``).
+        strict: raise on attribution or tracking failures instead of logging them.
+        spool_dir: where steps wait while the tracking server is unreachable.
+
+    Example:
+        >>> mon = AttributionMonitor(["a b c"], tok, methods=["saliency"])   # doctest: +SKIP
+        >>> for step in range(1000):                                        # doctest: +SKIP
+        ...     train_step(model)
+        ...     if step % 100 == 0:
+        ...         mon.log(model, step)
+        >>> mon.close()                                                     # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        probe: Any,
+        tokenizer: Any = None,
+        methods: Sequence[str] = ("saliency",),
+        engine: str = "auto",
+        options: AttributeOptions | dict | None = None,
+        *,
+        run_id: str | None = None,
+        tracking_uri: str | None = None,
+        experiment_name: str | None = None,
+        model_name: str = "model",
+        strict: bool = False,
+        spool_dir: str | os.PathLike | None = None,
+    ) -> None:
+        from ..api import resolve_engine
+
+        self.probe = normalize_probe(probe)
+        self.tokenizer = tokenizer
+        if isinstance(methods, str):
+            methods = [methods]
+        self.methods = list(methods)
+        if not self.methods:
+            raise InputError("give at least one attribution method")
+        for m in self.methods:
+            resolve_engine(m, engine)  # unknown method/engine -> clear error now, not mid-training
+        self.engine = engine
+        self.options = parse_options(options)
+        self.run_id = run_id
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.model_name = model_name
+        self.strict = strict
+        self.spool_dir = spool_dir
+        self.logged_steps: set[int] = set()
+        self.costs: list[float] = []
+        self.failures: list[tuple[int, str]] = []
+        self._writer = None
+        self._own_run = False
+        self._client = None
+
+    # ----------------------------------------------------------------- set-up
+    def _setup(self) -> None:
+        if self._writer is not None:
+            return
+        from mlflow.tracking import MlflowClient
+
+        from ..tracking import AttributionWriter
+
+        uri = self.tracking_uri
+        if uri is None:
+            import mlflow
+
+            uri = mlflow.get_tracking_uri()
+        self._client = MlflowClient(tracking_uri=uri)
+        if self.run_id is None:
+            import mlflow
+
+            active = mlflow.active_run()
+            if active is not None and mlflow.get_tracking_uri() == uri:
+                self.run_id = active.info.run_id
+            else:
+                exp_name = self.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "attrib-mlops"
+                exp = self._client.get_experiment_by_name(exp_name)
+                exp_id = exp.experiment_id if exp is not None else self._client.create_experiment(exp_name)
+                run = self._client.create_run(exp_id, tags={"mlflow.runName": f"attrib-{int(time.time())}"})
+                self.run_id = run.info.run_id
+                self._own_run = True
+        self._writer = AttributionWriter(
+            self._client, run_id=self.run_id, spool_dir=self.spool_dir, strict=self.strict
+        )
+        self._writer.log_probe_set(self.probe.to_records())
+
+    # ------------------------------------------------------------------- work
+    def log(self, model: Any, step: int, tokenizer: Any = None) -> bool:
+        """Attribute the probe set on ``model`` and log it as ``step``.
+
+        Returns True if the step was attributed (logged now or spooled for
+        later), False if it was skipped (already logged, or failed in
+        non-strict mode).
+        """
+        step = int(step)
+        if step in self.logged_steps:
+            return False
+        tok = tokenizer if tokenizer is not None else self.tokenizer
+        if tok is None:
+            raise InputError("AttributionMonitor needs the tokenizer: pass it to the constructor or to log()")
+        t0 = time.perf_counter()
+        try:
+            self._setup()
+            from ..api import attribute
+
+            results = attribute(
+                model,
+                tok,
+                self.probe.prompts,
+                self._targets(),
+                methods=self.methods,
+                engine=self.engine,
+                sample_ids=self.probe.ids,
+                options=self.options,
+            )
+            cost = time.perf_counter() - t0
+            self._writer.log_step(step, results, model=self.model_name)
+            self._log_cost(step, cost)
+        except Exception as e:  # noqa: BLE001 - never crash the user's training
+            if self.strict:
+                raise
+            self.failures.append((step, f"{type(e).__name__}: {e}"))
+            logger.exception("attribution at step %d failed and was skipped (strict=False): %s", step, e)
+            return False
+        self.logged_steps.add(step)
+        logger.info(
+            "attribution step %d: %d samples x %d methods in %.2fs (run %s)",
+            step,
+            len(self.probe),
+            len(self.methods),
+            cost,
+            self.run_id,
+        )
+        return True
+
+    def _targets(self) -> list[str] | None:
+        targets = self.probe.targets
+        if all(t is not None for t in targets):
+            return list(targets)
+        if any(t is not None for t in targets):
+            raise InputError("either every probe sample has a target or none has (then continuations are generated)")
+        return None
+
+    def _log_cost(self, step: int, cost: float) -> None:
+        self.costs.append(cost)
+        try:
+            from mlflow.entities import Metric
+
+            self._client.log_batch(
+                self.run_id, metrics=[Metric("attrib/cost_seconds", cost, int(time.time() * 1000), step)]
+            )
+        except Exception as e:  # noqa: BLE001 - the cost metric is informative only
+            logger.debug("could not log attrib/cost_seconds for step %d: %s", step, e)
+
+    def close(self, status: str | None = None) -> None:
+        """Upload anything spooled; end the run if we created it."""
+        if self._writer is None:
+            return
+        try:
+            ok = self._writer.flush()
+            if not ok:
+                logger.warning(
+                    "some attribution steps could not be uploaded yet; they stay in %s and will be uploaded by "
+                    "the next writer on this run (or `attrib-mlops flush`)",
+                    self._writer.spool_dir,
+                )
+            if self._own_run:
+                self._client.set_terminated(self.run_id, status or "FINISHED")
+        except Exception as e:  # noqa: BLE001
+            if self.strict:
+                raise
+            logger.warning("closing the attribution monitor failed: %s", e)
+
+    # ---------------------------------------------------------------- resume
+    def state_dict(self) -> dict[str, Any]:
+        return {"logged_steps": sorted(self.logged_steps), "run_id": self.run_id}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.logged_steps = set(int(s) for s in state.get("logged_steps", []))
+        if state.get("run_id") and self.run_id is None:
+            self.run_id = state["run_id"]

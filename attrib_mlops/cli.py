@@ -1,0 +1,292 @@
+"""The ``attrib-mlops`` command line.
+
+Adding a command: write a thin function that parses arguments and calls library
+code, decorate it with ``@app.command(...)`` and ``@cli_errors``, and import heavy
+modules (torch, transformers, the job runner) inside the function so ``--help``
+stays fast. ``@cli_errors`` turns every :class:`~attrib_mlops.errors.AttribError`
+and pydantic ``ValidationError`` into one red line on stderr and exit code 2
+(``--verbose`` adds the traceback). Print results with :data:`console` and
+messages with :data:`err_console`; :func:`metrics_table` renders mean metrics.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .errors import AttribError
+
+__all__ = ["app", "console", "err_console", "cli_errors", "fail", "metrics_table", "EXIT_USER_ERROR"]
+
+#: Exit code of a user-actionable error (bad spec, bad input, unloadable model).
+EXIT_USER_ERROR = 2
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+app = typer.Typer(
+    name="attrib-mlops",
+    help=(
+        "Token attribution of language models as a tracked signal: which input tokens drove each "
+        "output token. Run attribution jobs (models x methods x samples), cache their results and "
+        "compare models."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class _State:
+    verbose = False
+
+
+STATE = _State()
+
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show full tracebacks on errors and INFO logs.")
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR) -> typer.Exit:
+    """Print ``error: <message>`` as one red line on stderr; return the ``typer.Exit`` to raise."""
+    one_line = " ".join(str(message).splitlines())
+    err_console.print(f"[bold red]error:[/bold red] [red]{escape(one_line)}[/red]", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def cli_errors(fn: F) -> F:
+    """Decorator for commands: user errors -> one red line + exit 2; tracebacks only with ``--verbose``.
+
+    A command's own ``verbose`` parameter (see :data:`VerboseOpt`) and the global
+    ``attrib-mlops --verbose`` both switch tracebacks on.
+    """
+    from pydantic import ValidationError
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        verbose = bool(kwargs.get("verbose")) or STATE.verbose
+        if verbose:
+            _setup_logging(True)
+        try:
+            return fn(*args, **kwargs)
+        except (AttribError, ValidationError) as e:
+            if verbose:
+                err_console.print_exception()
+            if isinstance(e, ValidationError):
+                from .options import format_validation_error
+
+                msg = format_validation_error(e, "input")
+            else:
+                msg = str(e)
+            raise fail(msg) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted; results computed so far are cached, run the same command again to resume",
+                       130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _setup_logging(verbose: bool) -> None:
+    """With ``--verbose``, INFO logs of attrib_mlops go to stderr (the root logger is left alone)."""
+    if not verbose:
+        return
+    log = logging.getLogger("attrib_mlops")
+    log.setLevel(logging.INFO)
+    if not any(getattr(h, "_attrib_cli", False) for h in log.handlers):
+        handler = logging.StreamHandler()  # stderr, looked up when the handler is created
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler._attrib_cli = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v)
+
+
+#: Metric columns shown by ``run`` (those present in the results), in this order, with short headers.
+TABLE_METRICS = {
+    "hit_at_1": "hit@1",
+    "mean_rank": "rank",
+    "topk_mass": "top-k",
+    "concentration_entropy": "entropy",
+    "mean_probability": "p(tgt)",
+}
+
+
+def metrics_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> Table:
+    """A rich table of rows ``{"model", "method", "computed"?, "cached"?, "metrics": {...}}``.
+
+    Columns: model, method, ``new/cached`` (when counts are given) and the metrics of
+    :data:`TABLE_METRICS` that any row has (means over samples; ``-`` = undefined); the full
+    set is in summary.json.
+    """
+    present = [m for m in TABLE_METRICS if any(r.get("metrics", {}).get(m) is not None for r in rows)]
+    counts = any("computed" in r for r in rows)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("model", no_wrap=True)
+    table.add_column("method", no_wrap=True)
+    if counts:
+        table.add_column("new/cached", justify="right", min_width=10)
+    for m in present:
+        table.add_column(TABLE_METRICS[m], justify="right")
+    for r in rows:
+        cells = [str(r["model"]), str(r["method"])]
+        if counts:
+            cells.append(f"{r.get('computed', 0)}/{r.get('cached', 0)}")
+        cells += [_fmt(r.get("metrics", {}).get(m)) for m in present]
+        table.add_row(*cells)
+    return table
+
+
+@app.callback()
+def _main(verbose: VerboseOpt = False) -> None:
+    STATE.verbose = verbose
+    _setup_logging(verbose)
+
+
+# =========================================================================== commands
+@app.command("run")
+@cli_errors
+def run_cmd(
+    job: Annotated[
+        Path,
+        typer.Argument(
+            help="Job spec (.yaml or .json): models, methods, samples, targets, options. "
+            "See recipes/job_keyvalue.yaml.",
+            show_default=False,
+        ),
+    ],
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", "-o", help="Write results here instead of the spec's output_dir "
+                     "(default attrib-results/<name>)."),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="Result cache folder instead of the spec's cache_dir "
+                     "(default .attrib-cache). Results found there are not recomputed."),
+    ] = None,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show a progress bar per (model, method) pair.")
+    ] = True,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run an attribution job: every model x method over every sample.
+
+    Finished results are cached (content-keyed), so an interrupted run resumes where it stopped and an unchanged re-run computes nothing. Writes manifest.json, results/<model>/<method>.jsonl and summary.json to the output folder and prints the mean metrics per (model, method).
+    """  # noqa: E501
+    from .job import load_job, run_job
+
+    spec = load_job(job)
+    update: dict[str, Any] = {}
+    if output_dir is not None:
+        update["output_dir"] = str(output_dir)
+    if cache_dir is not None:
+        update["cache_dir"] = str(cache_dir)
+    if update:
+        spec = spec.model_copy(update=update)
+    outcome = run_job(spec, progress=progress)
+    rows = [
+        {"model": p.model, "method": p.method, "computed": p.computed, "cached": p.cached, "metrics": p.metrics}
+        for p in outcome.pairs
+    ]
+    console.print(metrics_table(rows, title=f"job {outcome.name}: {outcome.n_samples} samples (means)"))
+    console.print(
+        f"{outcome.computed} results computed, {outcome.cached} from cache. "
+        f"Results in [bold]{escape(str(outcome.output_dir))}[/bold]",
+        soft_wrap=True,
+    )
+
+
+@app.command("methods")
+@cli_errors
+def methods_cmd(verbose: VerboseOpt = False) -> None:
+    """List the attribution methods and which engine implements each.
+
+    engine: auto in a job picks native when it supports the method (batched, fast), else inseq (the full catalogue).
+    """  # noqa: E501
+    from .api import list_methods
+
+    table_data = list_methods()
+    engines = sorted(table_data)
+    methods = sorted(set().union(*table_data.values()))
+    table = Table(title="attribution methods", title_justify="left")
+    table.add_column("method")
+    for e in engines:
+        table.add_column(e, justify="center")
+    table.add_column("auto uses")
+    for m in methods:
+        auto = "native" if m in table_data.get("native", []) else "inseq"
+        table.add_row(m, *["yes" if m in table_data[e] else "" for e in engines], auto)
+    console.print(table)
+
+
+@app.command("version")
+@cli_errors
+def version_cmd(verbose: VerboseOpt = False) -> None:
+    """Print the attrib-mlops version and the versions of the libraries that shape results."""
+    from .api import library_versions
+
+    for name, v in library_versions().items():
+        console.print(f"{name} {v}")
+
+
+@app.command("make-tiny-model")
+@cli_errors
+def make_tiny_model_cmd(
+    directory: Annotated[
+        Path, typer.Argument(help="Folder to write the model and tokenizer to (safetensors).", show_default=False)
+    ],
+    n_layer: Annotated[int, typer.Option(min=1, help="Transformer layers.")] = 2,
+    n_embd: Annotated[int, typer.Option(min=8, help="Hidden size (a multiple of --n-head).")] = 64,
+    n_head: Annotated[int, typer.Option(min=1, help="Attention heads.")] = 4,
+    n_keys: Annotated[int, typer.Option(min=1, help="Number of key words k0.. in the vocabulary.")] = 16,
+    n_values: Annotated[int, typer.Option(min=1, help="Number of value words v0.. in the vocabulary.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Write into DIRECTORY even if it is not empty.")] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Build the demo's tiny GPT-2 over the key-value vocabulary and save it to DIRECTORY.
+
+    The weights are random (untrained) and nothing is downloaded, so a job such as recipes/job_keyvalue.yaml runs end-to-end on a fresh machine. Train it with attrib_mlops.demo.train for meaningful attributions.
+    """  # noqa: E501
+    from .errors import InputError
+
+    if n_embd % n_head:
+        raise InputError(f"--n-embd ({n_embd}) must be a multiple of --n-head ({n_head})")
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"'{directory}' exists and is not a folder")
+    if directory.is_dir() and any(directory.iterdir()) and not force:
+        raise InputError(f"'{directory}' is not empty; pass --force to write into it anyway")
+    from .demo.tasks import keyvalue_vocab
+    from .demo.tiny import build_tiny_model, save_tiny
+
+    model, tok = build_tiny_model(
+        keyvalue_vocab(n_keys, n_values), n_layer=n_layer, n_embd=n_embd, n_head=n_head, seed=seed
+    )
+    path = save_tiny(model, tok, directory)
+    n_params = sum(p.numel() for p in model.parameters())
+    console.print(f"saved a tiny GPT-2 ({n_params:,} parameters, {len(tok)} tokens) to {escape(str(path))}",
+                  soft_wrap=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

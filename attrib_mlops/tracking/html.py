@@ -68,7 +68,6 @@ if (!window.__am_data) { window.__am_data = JSON.parse(payload); }
 const D = window.__am_data;
 for (let p = 0; p < sources.length; p++) {
   const s = D.panels[p][idx];
-  const fig = figures[p];
   if (s === null) {
     sources[p].data = {x: [], y: [], value: [], norm: [], src: [], tgt: []};
     continue;
@@ -86,13 +85,13 @@ for (let p = 0; p < sources.length; p++) {
     }
   }
   sources[p].data = {x: x, y: y, value: value, norm: norm, src: src, tgt: tgt};
-  fig.x_range.start = -0.5; fig.x_range.end = s.nt - 0.5;
-  fig.y_range.start = s.ns - 0.5; fig.y_range.end = -0.5;
-  const xo = {}, yo = {}, xt = [], yt = [];
-  for (let j = 0; j < s.nt; j++) { xo[j] = s.tgt[j]; xt.push(j); }
-  for (let i = 0; i < s.ns; i++) { yo[i] = s.src[i]; yt.push(i); }
-  fig.xaxis[0].ticker.ticks = xt; fig.xaxis[0].major_label_overrides = xo;
-  fig.yaxis[0].ticker.ticks = yt; fig.yaxis[0].major_label_overrides = yo;
+  xranges[p].setv({start: -0.5, end: s.nt - 0.5});
+  yranges[p].setv({start: s.ns - 0.5, end: -0.5});
+  const xo = new Map(), yo = new Map(), xt = [], yt = [];  // overrides are looked up by numeric tick
+  for (let j = 0; j < s.nt; j++) { xo.set(j, s.tgt[j]); xt.push(j); }
+  for (let i = 0; i < s.ns; i++) { yo.set(i, s.src[i]); yt.push(i); }
+  xaxes[p].ticker.ticks = xt; xaxes[p].major_label_overrides = xo;
+  yaxes[p].ticker.ticks = yt; yaxes[p].major_label_overrides = yo;
 }
 for (const el of document.querySelectorAll('.am-sample')) {
   el.classList.toggle('am-hidden', el.dataset.idx !== String(idx));
@@ -169,12 +168,19 @@ def _sample_key(r: AttributionResult, i: int) -> str:
     return str(r.sample_id) if r.sample_id is not None else str(i)
 
 
+def _plain(tok: str) -> str:
+    """A token Bokeh will not take for TeX (``$$..$$``, ``\\[..\\]``, ``\\(..\\)`` would load MathJax)."""
+    for delim in ("$$", "\\[", "\\]", "\\(", "\\)"):
+        tok = tok.replace(delim, delim[0] + "\u200b" + delim[1:])
+    return tok
+
+
 def _cells(r: AttributionResult) -> dict[str, Any]:
     return {
         "ns": r.shape[0],
         "nt": r.shape[1],
-        "src": r.source_tokens,
-        "tgt": r.target_tokens,
+        "src": [_plain(t) for t in r.source_tokens],
+        "tgt": [_plain(t) for t in r.target_tokens],
         "v": [_round(float(x)) for x in r.matrix.ravel()],
     }
 
@@ -257,7 +263,7 @@ def render_step_html(
         src = ColumnDataSource(_initial_data(first))
         ns0, nt0 = (first["ns"], first["nt"]) if first else (1, 1)
         fig = figure(
-            title=f"{model} · {method} ({engine})",
+            title=_plain(f"{model} · {method} ({engine})"),
             width=int(min(1100, max(320, 160 + 22 * max_nt))),
             height=int(min(1400, max(260, 90 + 16 * max_ns))),
             x_range=Range1d(-0.5, nt0 - 0.5),
@@ -287,8 +293,17 @@ def render_step_html(
     select = Select(title="probe sample", value="0", options=options or [("0", "(no samples)")], width=500)
     select.js_on_change(
         "value",
-        CustomJS(args=dict(sources=sources, figures=figures, payload=json.dumps(payload, separators=(",", ":"))),
-                 code=_JS),
+        CustomJS(
+            args=dict(
+                sources=sources,
+                xranges=[f.x_range for f in figures],
+                yranges=[f.y_range for f in figures],
+                xaxes=[f.xaxis[0] for f in figures],
+                yaxes=[f.yaxis[0] for f in figures],
+                payload=json.dumps(payload, separators=(",", ":")),
+            ),
+            code=_JS,
+        ),
     )
     root = column(select, *figures)
     script, div = components(root)

@@ -120,10 +120,15 @@ def _vec(v: np.ndarray) -> list[float | None]:
     return [float(f"{x:.6g}") if math.isfinite(x) else None for x in np.asarray(v, dtype=np.float64).tolist()]
 
 
+def _dumps(obj: Any) -> str:
+    """Compact JSON, NaN/inf as null, UTF-8 text kept as is."""
+    return json.dumps(_clean(obj), allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
 def _write_json(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(_clean(obj), allow_nan=False, ensure_ascii=False, indent=1), encoding="utf-8")
+    tmp.write_text(_dumps(obj), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -323,6 +328,12 @@ class AttributionWriter:
         """
         samples = _normalize_probe(probe)
         section = {"n": len(samples), "fingerprint": _fingerprint(samples), "samples": samples, "tokens": {}}
+        if self._manifest is None:
+            try:
+                self._server_manifest()
+            except Exception as e:  # noqa: BLE001 - offline: the conflict check happens at commit
+                if not _is_tracking_failure(e):
+                    raise
         known = (self._manifest or {}).get("probe")
         if known and known.get("fingerprint") != section["fingerprint"] and (self._manifest or {}).get("steps"):
             raise TrackingError(
@@ -380,12 +391,16 @@ class AttributionWriter:
                     raise
                 failure, online = e, False
 
-        if self._probe is None:
-            self._probe = self._probe_from_manifest_or_spool() or self._probe_from_results(results, ground_truth)
-            if not (self._manifest or {}).get("probe"):
-                _write_json(self._probe, self.spool_dir / _PROBE_FILE)
-
-        groups = self._group(results)
+        probe, derived = self._probe, False
+        if probe is None:
+            probe = self._probe_from_manifest_or_spool()
+            if probe is None:
+                probe, derived = self._probe_from_results(results, ground_truth), True
+        groups = self._group(results, probe)  # validate before anything is written
+        gt = self._ground_truth(ground_truth, probe)
+        self._probe = probe
+        if derived and not (self._manifest or {}).get("probe"):
+            _write_json(probe, self.spool_dir / _PROBE_FILE)
         summary = StepSummary(step=step, model=model)
         already = self._listed_methods(step, model)
         for method in list(groups):
@@ -399,7 +414,6 @@ class AttributionWriter:
             summary.logged = True
             return summary
 
-        gt = self._ground_truth(ground_truth)
         section = self._compute(step, model, groups, gt, summary, fetch=online)
         metrics = self._metric_records(step, model, section, model_id or self.model_id)
         summary.mlflow_metrics = {m["key"]: m["value"] for m in metrics}
@@ -446,11 +460,13 @@ class AttributionWriter:
         self.flush()
 
     # ============================================================ computation
-    def _group(self, results: list[AttributionResult]) -> dict[str, list[AttributionResult]]:
+    def _group(
+        self, results: list[AttributionResult], probe: dict[str, Any] | None
+    ) -> dict[str, list[AttributionResult]]:
         groups: dict[str, list[AttributionResult]] = {}
         for r in results:
             groups.setdefault(r.method, []).append(r)
-        probe_ids = [s["id"] for s in (self._probe or {}).get("samples", [])]
+        probe_ids = [s["id"] for s in (probe or {}).get("samples", [])]
         for method, rs in groups.items():
             L.safe_name(method)
             fixed = []
@@ -475,8 +491,11 @@ class AttributionWriter:
                 continue
             seen.add(sid)
             g = (gt or {}).get(sid)
-            samples.append({"id": sid, "prompt": r.prompt, "target": r.target,
-                            "ground_truth": [int(p) for p in g] if g is not None else None})
+            try:
+                g = [int(p) for p in g] if g is not None else None
+            except (TypeError, ValueError):
+                raise InputError(f"ground_truth[{sid!r}] must be a list of source positions, got {g!r}") from None
+            samples.append({"id": sid, "prompt": r.prompt, "target": r.target, "ground_truth": g})
         return {"n": len(samples), "fingerprint": _fingerprint(samples), "samples": samples, "tokens": {}}
 
     def _probe_from_manifest_or_spool(self) -> dict[str, Any] | None:
@@ -489,10 +508,14 @@ class AttributionWriter:
         probe = (self._manifest or {}).get("probe")
         return copy.deepcopy(probe) if probe else None
 
-    def _ground_truth(self, given: Mapping[str, Sequence[int]] | None) -> dict[str, list[int]]:
-        out = {s["id"]: s["ground_truth"] for s in (self._probe or {}).get("samples", []) if s.get("ground_truth")}
+    @staticmethod
+    def _ground_truth(given: Mapping[str, Sequence[int]] | None, probe: dict[str, Any] | None) -> dict[str, list[int]]:
+        out = {s["id"]: s["ground_truth"] for s in (probe or {}).get("samples", []) if s.get("ground_truth")}
         for sid, pos in (given or {}).items():
-            out[str(sid)] = [int(p) for p in pos]
+            try:
+                out[str(sid)] = [int(p) for p in pos]
+            except (TypeError, ValueError):
+                raise InputError(f"ground_truth[{sid!r}] must be a list of source positions, got {pos!r}") from None
         return out
 
     def _compute(
@@ -739,7 +762,8 @@ class AttributionWriter:
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise TrackingError(f"{path} of run {self.run_id} is not valid JSON ({e}); refusing to overwrite it")
         if not isinstance(man, dict) or man.get("format") != L.FORMAT_ID:
-            raise TrackingError(f"{path} of run {self.run_id} is not an attrib-mlops manifest; refusing to overwrite it")
+            raise TrackingError(
+                f"{path} of run {self.run_id} is not an attrib-mlops manifest; refusing to overwrite it")
         if int(man.get("schema_version", 0)) > L.SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"run {self.run_id} was written with schema v{man['schema_version']}; this writer understands up "
@@ -759,7 +783,7 @@ class AttributionWriter:
         man["versions"] = library_versions()
         with tempfile.TemporaryDirectory(prefix="attrib-mlops-manifest-") as tmp:
             p = Path(tmp) / L.MANIFEST_NAME
-            p.write_text(json.dumps(_clean(man), allow_nan=False, ensure_ascii=False, indent=1), encoding="utf-8")
+            p.write_text(_dumps(man), encoding="utf-8")
             self.client.log_artifact(self.run_id, str(p), self.artifact_root)
         self._manifest = man
 

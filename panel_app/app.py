@@ -1,0 +1,196 @@
+"""Composition of the dashboard: state + store + views + job runner, one set per browser session.
+
+Launch with the CLI (binds 127.0.0.1 by default)::
+
+    attrib-mlops dashboard --tracking-uri sqlite:///mlflow.db --port 5006
+
+or with Panel directly::
+
+    panel serve panel_app/app.py --address 127.0.0.1 --port 5006 --args --tracking-uri sqlite:///mlflow.db
+
+URL query parameters open a view directly, e.g. ``/?tab=explorer&run=<run_id>&step=100&sample=s3``.
+
+Example:
+    >>> app = create_app("sqlite:///mlflow.db")            # doctest: +SKIP
+    >>> app.servable()                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from functools import partial
+from typing import Any
+
+import panel as pn
+
+from panel_app.jobs import JobRunner
+from panel_app.state import TABS, AppState
+from panel_app.store import DashboardStore
+from panel_app.views import CompareView, EvolutionView, ExplorerView, ExportView, NewJobView, OverviewView
+
+__all__ = ["DashboardApp", "create_app", "serve", "DEFAULT_REFRESH_SECONDS"]
+
+logger = logging.getLogger(__name__)
+
+#: How often an open page polls the tracking store (runs, new steps) and the job queue.
+DEFAULT_REFRESH_SECONDS = 5.0
+
+_TAB_TITLES = {"overview": "Runs", "explorer": "Explorer", "compare": "Compare", "evolution": "Evolution",
+               "jobs": "New job", "export": "Export"}
+
+_HEADER_CSS = """
+:host { width: 100%; }
+.attrib-header { display: flex; align-items: baseline; gap: 16px; padding: 8px 12px; border-bottom: 1px solid #e5e5e5; }
+.attrib-header .title { font-size: 18px; font-weight: 700; }
+.attrib-header .uri { font-size: 12px; color: #666; font-family: monospace; }
+"""
+
+
+class DashboardApp(pn.viewable.Viewer):
+    """The whole dashboard for one browser session.
+
+    Args:
+        tracking_uri: MLflow tracking URI to read (and to log queued jobs to).
+        refresh_seconds: polling period of the live refresh (runs, new steps, job progress).
+        store: a :class:`DashboardStore` to use (tests); built from ``tracking_uri`` otherwise.
+        runner: a :class:`JobRunner` (tests); built from ``tracking_uri`` otherwise.
+    """
+
+    def __init__(self, tracking_uri: str | None = None, *, refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
+                 store: DashboardStore | None = None, runner: JobRunner | None = None, **params: Any) -> None:
+        super().__init__(**params)
+        self.tracking_uri = tracking_uri
+        self.refresh_seconds = float(refresh_seconds)
+        self.state = AppState()
+        self.store = store or DashboardStore(tracking_uri)
+        self.runner = runner or JobRunner(tracking_uri)
+        self.overview = OverviewView(self.state, self.store, open_run=self.open_run)
+        self.explorer = ExplorerView(self.state, self.store)
+        self.compare = CompareView(self.state, self.store)
+        self.evolution = EvolutionView(self.state, self.store, open_sample=self.open_sample)
+        self.jobs = NewJobView(self.state, self.store, self.runner, on_finished=self.overview.refresh)
+        self.export = ExportView(self.explorer, self.compare)
+        views = {"overview": self.overview, "explorer": self.explorer, "compare": self.compare,
+                 "evolution": self.evolution, "jobs": self.jobs, "export": self.export}
+        self.tabs = pn.Tabs(*[(_TAB_TITLES[t], views[t]) for t in TABS], dynamic=True,
+                            sizing_mode="stretch_width", css_classes=["attrib-tabs"])
+        self.tabs.param.watch(lambda e: setattr(self.state, "tab", TABS[e.new]), "active")
+        self.state.param.watch(self._tab_changed, "tab")
+        import html
+
+        self.header = pn.pane.HTML(
+            f'<div class="attrib-header"><span class="title">attrib-mlops</span>'
+            f'<span class="uri">tracking: {html.escape(tracking_uri or "MLflow default")}</span></div>',
+            sizing_mode="stretch_width", stylesheets=[_HEADER_CSS], margin=0)
+        self.layout = pn.Column(self.header, self.tabs, sizing_mode="stretch_width", css_classes=["attrib-app"])
+        self._periodic = None
+
+    # ------------------------------------------------------------ navigation
+    def open_run(self, run_id: str) -> None:
+        """Show a run in the explorer (from a click in the overview)."""
+        self.state.explorer.run_id = run_id
+        self.state.tab = "explorer"
+
+    def open_sample(self, sample_id: str, step: int) -> None:
+        """Show a sample at a step in the explorer (from the evolution table)."""
+        ex = self.state.explorer
+        ex.param.update(step=int(step), sample_id=str(sample_id))
+        self.state.tab = "explorer"
+
+    def _tab_changed(self, event: Any) -> None:
+        idx = TABS.index(event.new)
+        if self.tabs.active != idx:
+            self.tabs.active = idx
+        self._activate(event.new)
+
+    def _activate(self, tab: str) -> None:
+        if tab == "compare":
+            self.compare.sync(force=True)
+        elif tab == "evolution":
+            self.evolution.update(force=True)
+        elif tab == "jobs":
+            self.jobs.prepare()
+            self.jobs.refresh()
+        elif tab == "explorer":
+            self.explorer.sync()
+
+    # --------------------------------------------------------------- loading
+    def load(self) -> None:
+        """First data load: the explorer's sample first (when deep-linked), then the runs list."""
+        if self.state.tab == "explorer" and self.state.explorer.run_id:
+            self.explorer.sync()
+        self.overview.refresh()
+        self.explorer.sync()
+        if self.state.tab not in ("overview", "explorer"):
+            self._activate(self.state.tab)
+
+    def tick(self) -> None:
+        """One live-refresh round (what the periodic callback runs)."""
+        try:
+            if self.state.overview.live:
+                self.overview.refresh()
+                self.explorer.refresh()
+            self.jobs.refresh()
+        except Exception:  # noqa: BLE001 - a refresh must never kill the periodic callback
+            logger.exception("dashboard refresh failed")
+
+    def start(self) -> None:
+        """Hook into the current Panel session: URL sync, first load after the page renders, live refresh."""
+        if pn.state.location is not None:
+            pn.state.location.sync(self.state, {"tab": "tab"})
+            pn.state.location.sync(self.state.explorer, {"run_id": "run", "step": "step", "model": "model",
+                                                         "sample_id": "sample"})
+            if self.state.tab != "overview":
+                self.tabs.active = TABS.index(self.state.tab)
+        pn.state.onload(self.load)
+        if self.refresh_seconds > 0:
+            self._periodic = pn.state.add_periodic_callback(self.tick, period=int(self.refresh_seconds * 1000))
+        pn.state.on_session_destroyed(lambda _ctx: self.runner.shutdown(wait=False))
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self.layout
+
+
+def create_app(tracking_uri: str | None = None, *, refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
+               **kwargs: Any) -> DashboardApp:
+    """A new :class:`DashboardApp` (call once per session); inside a Panel server session it is started.
+
+    Outside a server (tests, notebooks) call ``app.load()`` to read the store.
+    """
+    app = DashboardApp(tracking_uri, refresh_seconds=refresh_seconds, **kwargs)
+    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+        app.start()
+    return app
+
+
+def serve(tracking_uri: str | None = None, *, port: int = 5006, address: str = "127.0.0.1",
+          allow_websocket_origin: list[str] | None = None, show: bool = False,
+          refresh_seconds: float = DEFAULT_REFRESH_SECONDS, threaded: bool = False, start: bool = True,
+          **kwargs: Any) -> Any:
+    """Serve the dashboard with ``pn.serve`` (one app per session); extra ``kwargs`` go to ``pn.serve``
+    (e.g. ``basic_auth``, ``cookie_secret``, ``oauth_provider``)."""
+    origins = list(allow_websocket_origin or [])
+    if not origins:
+        origins = [f"{address}:{port}"]
+        if address in ("127.0.0.1", "localhost"):
+            origins.append(f"localhost:{port}")
+    return pn.serve(
+        partial(create_app, tracking_uri, refresh_seconds=refresh_seconds), port=port, address=address,
+        websocket_origin=origins, show=show, title="attrib-mlops dashboard", threaded=threaded, start=start,
+        **kwargs,
+    )
+
+
+def _cli_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="panel serve panel_app/app.py --args")
+    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
+    p.add_argument("--refresh", type=float, default=DEFAULT_REFRESH_SECONDS)
+    return p.parse_known_args(argv)[0]
+
+
+if __name__.startswith("bokeh"):  # `panel serve panel_app/app.py --args --tracking-uri ...`
+    _args = _cli_args(sys.argv[1:])
+    create_app(_args.tracking_uri, refresh_seconds=_args.refresh).servable(title="attrib-mlops dashboard")

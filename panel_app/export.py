@@ -1,0 +1,89 @@
+"""Exports: the explorer / compare view as one standalone HTML file, matrices as CSV or JSON.
+
+The HTML file embeds Bokeh's JavaScript (``bokeh.resources.INLINE``) and the token
+view's script, so it opens offline and keeps hover recolouring and heatmap tooltips.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from panel_app.payload import jsonable_matrix
+from panel_app.tokens import TOKENS_CSS, TOKENS_JS
+
+__all__ = ["standalone_html", "matrix_csv", "matrix_json"]
+
+
+def _script_json(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+
+
+def standalone_html(payload: Mapping[str, Any], figures: Sequence[Any], *, title: str,
+                    meta: Mapping[str, Any] | None = None, message: str | None = None) -> str:
+    """A self-contained HTML page: the token view of ``payload`` and the Bokeh ``figures``."""
+    from bokeh.embed import components
+    from bokeh.resources import INLINE
+
+    script, divs = components(list(figures)) if figures else ("", ())
+    meta_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                        for k, v in (meta or {}).items())
+    note = f'<p class="attrib-note">{html.escape(message)}</p>' if message else ""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(title)}</title>
+{INLINE.render()}
+<style>
+body {{ font-family: Helvetica, Arial, sans-serif; margin: 16px 24px; }}
+table.attrib-meta th {{ text-align: left; padding-right: 12px; color: #555; font-weight: 600; }}
+.attrib-note {{ background: #fff4d6; border: 1px solid #f0d48a; padding: 6px 10px; border-radius: 4px; }}
+.attrib-figs {{ display: flex; flex-wrap: wrap; gap: 16px; margin-top: 12px; }}
+{TOKENS_CSS}
+</style>
+</head>
+<body>
+<h2>{html.escape(title)}</h2>
+<table class="attrib-meta">{meta_rows}</table>
+{note}
+<div id="attrib-root"></div>
+<div class="attrib-figs">{''.join(divs)}</div>
+<script>
+{TOKENS_JS}
+attribDraw(document.getElementById("attrib-root"), {_script_json(payload)});
+</script>
+{script}
+</body>
+</html>
+"""
+
+
+def matrix_csv(matrix: np.ndarray, source_tokens: Sequence[str], target_tokens: Sequence[str]) -> str:
+    """Long-format CSV: ``source_index,source_token,target_index,target_token,value`` (empty = undefined)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["source_index", "source_token", "target_index", "target_token", "value"])
+    m = np.asarray(matrix, dtype=np.float64)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            v = float(m[i, j])
+            w.writerow([i, source_tokens[i], j, target_tokens[j], repr(v) if math.isfinite(v) else ""])
+    return buf.getvalue()
+
+
+def matrix_json(matrix: np.ndarray, source_tokens: Sequence[str], target_tokens: Sequence[str],
+                meta: Mapping[str, Any] | None = None, **extra: Any) -> str:
+    """JSON object: ``meta`` fields, ``source_tokens``, ``target_tokens``, ``matrix`` (rows = source; null = undefined)."""
+    doc = dict(meta or {})
+    doc.update({"source_tokens": list(source_tokens), "target_tokens": list(target_tokens),
+                "matrix": jsonable_matrix(matrix)})
+    doc.update(extra)
+    return json.dumps(doc, ensure_ascii=False, allow_nan=False, indent=1)

@@ -1,0 +1,335 @@
+"""Background attribution jobs queued from the dashboard's New job form.
+
+A :class:`JobRunner` belongs to one app instance (one browser session) and owns a
+small thread pool, so a running job never blocks the page. Each job:
+
+1. creates an MLflow run (experiment chosen in the form, tag ``attrib_mlops.job=dashboard``);
+2. loads each model once, from a local folder or from the tracking store
+   (``runs:/<run_id>/<path>``, ``models:/<name or id>...``) - never from the hub, and
+   always with ``trust_remote_code`` off;
+3. attributes the samples in chunks with :func:`attrib_mlops.api.attribute` (progress
+   = chunks done / chunks in total) and logs the results as step 0 of the run with
+   :class:`~attrib_mlops.tracking.AttributionWriter` (one model = one ``model`` of the step);
+4. ends the run ``FINISHED`` (or ``FAILED`` with the error in the tag ``attrib_mlops.error``),
+   so it shows up in the overview.
+
+Example:
+    >>> runner = JobRunner("sqlite:///mlflow.db")                                         # doctest: +SKIP
+    >>> req = JobRequest.from_form(name="j", experiment="jobs", models="tiny=./tiny", methods=["saliency"],
+    ...                            text="w1 w2 ||| w3")                                   # doctest: +SKIP
+    >>> handle = runner.submit(req); handle.wait(60); handle.snapshot()["status"]          # doctest: +SKIP
+    'finished'
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attrib_mlops.errors import InputError
+
+__all__ = ["NATIVE_METHODS", "JobRequest", "JobHandle", "JobRunner", "parse_models", "parse_samples"]
+
+logger = logging.getLogger(__name__)
+
+#: Methods offered by the form (the native engine's; importing the engines would import torch).
+#: The job validates the choice against :func:`attrib_mlops.api.list_methods` when it runs.
+NATIVE_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "attention", "occlusion")
+_MLFLOW_REFS = ("runs:/", "models:/")
+_NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _model_name(ref: str) -> str:
+    base = ref.rstrip("/").split("/")[-1] or "model"
+    return (_NAME_OK.sub("_", base).strip("._-") or "model")[:60]
+
+
+def parse_models(text: str) -> list[tuple[str, str]]:
+    """``[(name, ref)]`` from one model per line: ``[name=]<local folder | runs:/... | models:/...>``.
+
+    Raises:
+        InputError: no model, a duplicated name, or a reference that is neither an
+            existing local folder nor an MLflow URI (hub ids are refused: nothing is downloaded).
+    """
+    out: list[tuple[str, str]] = []
+    for raw in (text or "").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, ref = (line.split("=", 1) if "=" in line and not line.startswith(_MLFLOW_REFS) else ("", line))
+        name, ref = name.strip(), ref.strip()
+        if not ref.startswith(_MLFLOW_REFS):
+            p = Path(ref).expanduser()
+            if not p.is_dir():
+                raise InputError(f"model {ref!r} is not a local folder; give a folder with config.json, or a "
+                                 "runs:/<run_id>/<path> or models:/... URI of the tracking store (nothing is "
+                                 "downloaded from the hub)")
+            if not (p / "config.json").is_file():
+                raise InputError(f"model folder {ref!r} has no config.json; expected a saved transformers model")
+            ref = str(p.resolve())
+        out.append((name or _model_name(ref), ref))
+    if not out:
+        raise InputError("no model given; enter one model per line (a local folder or a runs:/ / models:/ URI)")
+    names = [n for n, _ in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(f"model names must be unique, {dup} appear twice; write name=path to name them")
+    return out
+
+
+def parse_samples(text: str) -> tuple[list[str], list[str] | None, list[str]]:
+    """``(prompts, targets or None, ids)`` from one sample per line: ``prompt ||| target``.
+
+    Without ``|||`` on every line the continuations are generated (greedy, ``max_new_tokens``).
+
+    Raises:
+        InputError: no sample, an empty prompt, or a mix of lines with and without a target.
+    """
+    prompts, targets = [], []
+    for raw in (text or "").splitlines():
+        if not raw.strip():
+            continue
+        if "|||" in raw:
+            p, t = raw.split("|||", 1)
+            t = t.rstrip()
+            if t and not t.startswith(" "):
+                t = " " + t  # the continuation follows the prompt after a space
+            prompts.append(p.strip())
+            targets.append(t)
+        else:
+            prompts.append(raw.strip())
+            targets.append(None)
+    if not prompts:
+        raise InputError("no input text; enter one sample per line: prompt ||| target (target optional)")
+    if any(not p for p in prompts):
+        raise InputError("a line has an empty prompt; every sample needs a prompt before '|||'")
+    given = [t is not None and t.strip() != "" for t in targets]
+    if any(given) and not all(given):
+        raise InputError("give a target (prompt ||| target) on every line, or on none to generate them")
+    return prompts, (targets if all(given) else None), [f"t{i}" for i in range(len(prompts))]
+
+
+@dataclass
+class JobRequest:
+    """A validated job: models x methods over samples, logged as step 0 of a new MLflow run."""
+
+    name: str
+    experiment: str
+    models: list[tuple[str, str]]
+    methods: list[str]
+    prompts: list[str]
+    targets: list[str] | None
+    sample_ids: list[str]
+    batch_size: int = 8
+    max_new_tokens: int = 8
+    engine: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.strip():
+            raise InputError("the job needs a name (it becomes the MLflow run name)")
+        if not self.experiment or not self.experiment.strip():
+            raise InputError("the job needs an experiment name")
+        if not self.methods:
+            raise InputError("pick at least one attribution method")
+        if not self.prompts:
+            raise InputError("the job has no samples")
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise InputError("batch size and max new tokens must be >= 1")
+
+    @classmethod
+    def from_form(cls, *, name: str, experiment: str, models: str, methods: Sequence[str], text: str = "",
+                  probe: Sequence[dict[str, Any]] | None = None, batch_size: int = 8,
+                  max_new_tokens: int = 8) -> JobRequest:
+        """Build from the form fields; ``probe`` (samples of a run) replaces ``text`` when given."""
+        if probe:
+            prompts = [str(s.get("prompt", "")) for s in probe]
+            targets = [str(s.get("target", "")) for s in probe]
+            ids = [str(s["id"]) for s in probe]
+            tg: list[str] | None = targets if all(t.strip() for t in targets) else None
+        else:
+            prompts, tg, ids = parse_samples(text)
+        return cls(name=name.strip(), experiment=experiment.strip(), models=parse_models(models),
+                   methods=list(methods), prompts=prompts, targets=tg, sample_ids=ids,
+                   batch_size=int(batch_size), max_new_tokens=int(max_new_tokens))
+
+
+@dataclass
+class JobHandle:
+    """Status of one queued job; updated by the worker thread, read by the page (thread safe)."""
+
+    id: int
+    request: JobRequest
+    status: str = "queued"  # queued, running, finished, failed
+    progress: float = 0.0
+    message: str = "waiting for a worker"
+    run_id: str | None = None
+    error: str | None = None
+    submitted: float = field(default_factory=time.time)
+    ended: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _done: threading.Event = field(default_factory=threading.Event, repr=False)
+    future: Future | None = field(default=None, repr=False)
+
+    def update(self, **kw: Any) -> None:
+        with self._lock:
+            for k, v in kw.items():
+                setattr(self, k, v)
+            if self.status in ("finished", "failed"):
+                self.ended = self.ended or time.time()
+                self._done.set()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"id": self.id, "name": self.request.name, "status": self.status, "progress": self.progress,
+                    "message": self.message, "run_id": self.run_id, "error": self.error}
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+
+class JobRunner:
+    """A thread pool running :class:`JobRequest`\\ s against one tracking store (one per app instance).
+
+    Args:
+        tracking_uri: where the job runs are logged.
+        max_workers: jobs running at once (default 1: attribution is CPU bound).
+        spool_dir: the writers' spool (default: a temporary folder removed by :meth:`shutdown`).
+    """
+
+    def __init__(self, tracking_uri: str | None, max_workers: int = 1, spool_dir: str | os.PathLike | None = None):
+        self.tracking_uri = tracking_uri
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="attrib-dashboard-job")
+        self._own_spool = spool_dir is None
+        self.spool_dir = Path(spool_dir) if spool_dir else Path(tempfile.mkdtemp(prefix="attrib-dashboard-spool-"))
+        self._jobs: list[JobHandle] = []
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def submit(self, request: JobRequest) -> JobHandle:
+        handle = JobHandle(id=next(self._ids), request=request)
+        with self._lock:
+            self._jobs.append(handle)
+        handle.future = self._pool.submit(self._run, handle)
+        return handle
+
+    def jobs(self) -> list[JobHandle]:
+        with self._lock:
+            return list(self._jobs)
+
+    @property
+    def active(self) -> bool:
+        return any(not j.done for j in self.jobs())
+
+    def shutdown(self, wait: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+        if self._own_spool and wait:
+            shutil.rmtree(self.spool_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------ worker
+    def _resolve(self, client: Any, ref: str, handle: JobHandle) -> str:
+        if not ref.startswith(_MLFLOW_REFS):
+            return ref
+        handle.update(message=f"downloading {ref} from the tracking store")
+        dst = tempfile.mkdtemp(prefix="attrib-dashboard-model-", dir=self.spool_dir)
+        if ref.startswith("runs:/"):
+            run_id, _, path = ref[len("runs:/"):].partition("/")
+            local = client.download_artifacts(run_id, path, dst)
+        else:
+            import mlflow
+
+            local = mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=dst, tracking_uri=self.tracking_uri)
+        for root, _dirs, files in os.walk(local):
+            if "config.json" in files:
+                return root
+        raise InputError(f"{ref} holds no saved transformers model (no config.json found)")
+
+    def _run(self, handle: JobHandle) -> None:
+        req = handle.request
+        client = None
+        try:
+            from mlflow.tracking import MlflowClient
+
+            from attrib_mlops.api import attribute, resolve_engine
+            from attrib_mlops.engines.prep import load_model_and_tokenizer
+            from attrib_mlops.options import AttributeOptions
+            from attrib_mlops.tracking import AttributionWriter
+
+            handle.update(status="running", message="starting", progress=0.0)
+            for m in req.methods:
+                resolve_engine(m, req.engine)  # unknown method -> a clear error before anything is logged
+            client = MlflowClient(tracking_uri=self.tracking_uri)
+            exp = client.get_experiment_by_name(req.experiment)
+            exp_id = exp.experiment_id if exp is not None else client.create_experiment(req.experiment)
+            run = client.create_run(exp_id, run_name=req.name, tags={
+                "attrib_mlops.job": "dashboard", "mlflow.source.name": "attrib-mlops dashboard"})
+            handle.update(run_id=run.info.run_id, message="run created")
+            client.log_batch(run.info.run_id, params=_params(req))
+            writer = AttributionWriter(client, run_id=run.info.run_id, spool_dir=self.spool_dir, strict=True)
+            writer.log_probe_set([{"id": i, "prompt": p, "target": (req.targets[k] if req.targets else "")}
+                                  for k, (i, p) in enumerate(zip(req.sample_ids, req.prompts))])
+            chunk = max(1, req.batch_size)
+            n_chunks = -(-len(req.prompts) // chunk)
+            total, done = len(req.models) * n_chunks, 0
+            opts = AttributeOptions(trust_remote_code=False)
+            for name, ref in req.models:
+                path = self._resolve(client, ref, handle)
+                handle.update(message=f"loading model {name}")
+                model, tok, _ = load_model_and_tokenizer(path, None, opts)
+                results = []
+                for c in range(n_chunks):
+                    sl = slice(c * chunk, (c + 1) * chunk)
+                    handle.update(message=f"{name}: samples {sl.start + 1}-{min(sl.stop, len(req.prompts))} "
+                                          f"of {len(req.prompts)}")
+                    results += attribute(model, tok, req.prompts[sl], req.targets[sl] if req.targets else None,
+                                         methods=req.methods, engine=req.engine, sample_ids=req.sample_ids[sl],
+                                         batch_size=req.batch_size, max_new_tokens=req.max_new_tokens,
+                                         trust_remote_code=False)
+                    done += 1
+                    handle.update(progress=done / total)
+                handle.update(message=f"{name}: logging to MLflow")
+                writer.log_step(0, results, model=name)
+                del model
+            client.set_terminated(run.info.run_id, "FINISHED")
+            handle.update(status="finished", progress=1.0, message=f"finished: run {run.info.run_id}")
+        except Exception as e:  # noqa: BLE001 - the page shows the message
+            from panel_app.store import explain_error
+
+            msg = explain_error(e, self.tracking_uri, f"running job {req.name!r}")
+            logger.warning("dashboard job %s failed: %s", req.name, msg)
+            if client is not None and handle.run_id:
+                try:
+                    client.set_tag(handle.run_id, "attrib_mlops.error", msg[:4000])
+                    client.set_terminated(handle.run_id, "FAILED")
+                except Exception:  # noqa: BLE001
+                    pass
+            handle.update(status="failed", error=msg, message=f"failed: {msg}")
+
+
+def _params(req: JobRequest) -> list:
+    from mlflow.entities import Param
+
+    p = {
+        "models": ", ".join(f"{n}={r}" for n, r in req.models),
+        "methods": ", ".join(req.methods),
+        "n_samples": str(len(req.prompts)),
+        "targets": "given" if req.targets else "generated",
+        "batch_size": str(req.batch_size),
+        "max_new_tokens": str(req.max_new_tokens),
+        "engine": req.engine,
+    }
+    return [Param(k, v[:6000]) for k, v in p.items()]

@@ -1,0 +1,136 @@
+"""What the user has selected: ``param.Parameterized`` classes only (no data, no widgets).
+
+One :class:`AppState` is built per browser session (by :class:`panel_app.app.DashboardApp`),
+so two sessions never share a selection. Views watch these parameters and read data
+through :class:`panel_app.store.DashboardStore`; nothing here touches MLflow.
+
+Example:
+    >>> s = AppState()
+    >>> s.explorer.window = 2
+    >>> AppState().explorer.window        # a second session starts from the defaults
+    0
+"""
+
+from __future__ import annotations
+
+import param
+
+__all__ = [
+    "TABS",
+    "COMPARE_KINDS",
+    "ExplorerState",
+    "CompareSide",
+    "CompareState",
+    "OverviewState",
+    "EvolutionState",
+    "JobFormState",
+    "AppState",
+]
+
+#: Tab names, in display order (``AppState.tab`` takes one of them; also the ``?tab=`` URL value).
+TABS = ("overview", "explorer", "compare", "evolution", "jobs", "export")
+
+#: What the two sides of the compare view are.
+COMPARE_KINDS = {
+    "checkpoints": "two checkpoints (steps) of one run",
+    "models": "two models of one run / job",
+    "runs": "two runs",
+}
+
+
+class ExplorerState(param.Parameterized):
+    """One run, one step, one model, one sample; the methods shown and the window."""
+
+    run_id = param.String(default=None, allow_None=True, doc="MLflow run id")
+    step = param.Integer(default=None, allow_None=True, doc="checkpoint / global step")
+    model = param.String(default=None, allow_None=True, doc="model name inside the run")
+    methods = param.List(default=[], item_type=str, doc="active attribution methods (first = primary)")
+    sample_id = param.String(default=None, allow_None=True, doc="probe sample id")
+    window = param.Integer(default=0, bounds=(0, 16), doc="half-width c of the context window")
+    window_axis = param.Selector(default="source", objects=["source", "target"],
+                                 doc="windowed aggregation: over source rows (input-centred) or target columns")
+    combine = param.Selector(default="overlay", objects=["overlay", "mean"],
+                             doc="several methods: one colour each (overlay) or their normalised mean")
+
+    def selection(self) -> dict:
+        """The selection as a plain dict (for exports and messages)."""
+        return {k: getattr(self, k) for k in ("run_id", "step", "model", "methods", "sample_id", "window",
+                                              "window_axis", "combine")}
+
+
+class CompareSide(param.Parameterized):
+    """One side of the compare view."""
+
+    run_id = param.String(default=None, allow_None=True)
+    step = param.Integer(default=None, allow_None=True)
+    model = param.String(default=None, allow_None=True)
+
+    def key(self) -> tuple:
+        return (self.run_id, self.step, self.model)
+
+
+class CompareState(param.Parameterized):
+    """Two sides on the same sample and method; ``kind`` decides what may differ."""
+
+    kind = param.Selector(default="checkpoints", objects=list(COMPARE_KINDS))
+    left = param.ClassSelector(class_=CompareSide, instantiate=True)
+    right = param.ClassSelector(class_=CompareSide, instantiate=True)
+    method = param.String(default=None, allow_None=True)
+    sample_id = param.String(default=None, allow_None=True)
+
+    def __init__(self, **params):
+        params.setdefault("left", CompareSide())
+        params.setdefault("right", CompareSide())
+        super().__init__(**params)
+
+
+class OverviewState(param.Parameterized):
+    """Filter and order of the runs table, and live refresh."""
+
+    text = param.String(default="", doc="case-insensitive substring of name, id, experiment, method or model")
+    statuses = param.List(default=[], item_type=str, doc="show only these statuses (empty = all)")
+    sort_by = param.Selector(default="last update", objects=["last update", "name", "steps", "status"])
+    descending = param.Boolean(default=True)
+    live = param.Boolean(default=True, doc="poll the tracking store while the page is open")
+
+
+class EvolutionState(param.Parameterized):
+    """Metric curves of one or several runs, and the two steps whose change is ranked."""
+
+    run_ids = param.List(default=[], item_type=str)
+    metric_keys = param.List(default=[], item_type=str)
+    step_a = param.Integer(default=None, allow_None=True)
+    step_b = param.Integer(default=None, allow_None=True)
+
+
+class JobFormState(param.Parameterized):
+    """The fields of the New job form."""
+
+    name = param.String(default="dashboard-job")
+    experiment = param.String(default="attrib-mlops-jobs")
+    models = param.String(default="", doc="one model per line: [name=]local folder, runs:/... or models:/...")
+    methods = param.List(default=["saliency"], item_type=str)
+    source = param.Selector(default="text", objects=["text", "probe set of a run"])
+    text = param.String(default="", doc="one sample per line: prompt ||| target (target optional: generated)")
+    probe_run = param.String(default=None, allow_None=True)
+    batch_size = param.Integer(default=8, bounds=(1, 1024))
+    max_new_tokens = param.Integer(default=8, bounds=(1, 512))
+
+
+class AppState(param.Parameterized):
+    """Everything one browser session has selected."""
+
+    tab = param.Selector(default="overview", objects=list(TABS))
+    explorer = param.ClassSelector(class_=ExplorerState, instantiate=True)
+    compare = param.ClassSelector(class_=CompareState, instantiate=True)
+    overview = param.ClassSelector(class_=OverviewState, instantiate=True)
+    evolution = param.ClassSelector(class_=EvolutionState, instantiate=True)
+    job_form = param.ClassSelector(class_=JobFormState, instantiate=True)
+
+    def __init__(self, **params):
+        params.setdefault("explorer", ExplorerState())
+        params.setdefault("compare", CompareState())
+        params.setdefault("overview", OverviewState())
+        params.setdefault("evolution", EvolutionState())
+        params.setdefault("job_form", JobFormState())
+        super().__init__(**params)

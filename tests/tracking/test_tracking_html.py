@@ -1,0 +1,141 @@
+"""The per-step HTML view: one self-contained file, no external resources, tokens escaped."""
+
+from __future__ import annotations
+
+import html
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from attrib_mlops.result import AttributionResult, future_mask
+from attrib_mlops.tracking import render_step_html
+from attrib_mlops.tracking.html import importance_spans
+
+
+def make_result(sid, method="saliency", seed=0, ns=8, nt=3, tokens=None, engine="native") -> AttributionResult:
+    rng = np.random.default_rng(seed)
+    m = rng.random((ns, nt)).astype(np.float32)
+    m[future_mask(ns, nt, ns - nt)] = np.nan
+    toks = tokens or [f"tok{seed}_{k}" for k in range(ns)]
+    return AttributionResult(m, toks, toks[ns - nt:], method, engine, n_prompt=ns - nt,
+                             prompt=" ".join(toks[: ns - nt]), target=" ".join(toks[ns - nt:]), sample_id=sid)
+
+
+class Page(HTMLParser):
+    """Collects tags, external references and visible text (script/style content excluded)."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tags, self.external, self.text, self.classes, self.linked = [], [], [], [], []
+        self._skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for k, v in attrs:
+            if k in ("src", "href", "srcset", "action", "data") and v:
+                v = v.strip().lower()
+                if v.startswith(("http:", "https:", "//")):
+                    self.external.append((tag, k, v))
+            if tag in ("script", "link", "img", "iframe") and k in ("src", "href"):
+                self.linked.append((tag, k, v))
+            if k == "class" and v:
+                self.classes += v.split()
+        if tag in ("script", "style"):
+            self._skip += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style"):
+            self._skip -= 1
+
+    def handle_data(self, data):
+        if not self._skip:
+            self.text.append(data)
+
+
+def parse(text: str) -> Page:
+    p = Page()
+    p.feed(text)
+    p.close()
+    return p
+
+
+@pytest.fixture(scope="module")
+def page():
+    tricky = ["<b>bold</b>", '"quote"', "</script><img src=x onerror=alert(1)>", "a&b", " space", "Ġword", "é", "x"]
+    results = {
+        ("model", "saliency"): [make_result(f"s{i}", seed=i) for i in range(3)] + [
+            make_result("evil", seed=9, tokens=tricky)],
+        ("finetuned", "attention"): [make_result(f"s{i}", "attention", seed=10 + i, engine="inseq") for i in range(3)],
+    }
+    meta = {"step": 1234, "run_id": "abc123", "samples": [{"id": "evil", "prompt": "first in probe order"}]}
+    return render_step_html(results, meta, title="Attribution · step 1234"), results, tricky
+
+
+def test_single_self_contained_file(page):
+    text, _, _ = page
+    p = parse(text)
+    assert p.external == []
+    assert p.tags.count("html") == 1 and p.tags.count("body") == 1
+    # Bokeh is inline: there are scripts and stylesheets, none references a file or URL
+    assert "script" in p.tags and p.linked == []
+    assert "Bokeh" in text
+    assert len(text.encode()) < 3_000_000
+
+
+def test_header_shows_step_models_methods_engines(page):
+    text, _, _ = page
+    visible = " ".join(parse(text).text)
+    for word in ("1234", "abc123", "model", "saliency", "finetuned", "attention", "native", "inseq"):
+        assert word in visible
+
+
+def test_tokens_present_and_escaped(page):
+    text, results, tricky = page
+    visible = " ".join(parse(text).text)
+    for r in results[("model", "saliency")][:3]:
+        for tok in r.source_tokens:
+            assert tok in visible
+    for tok in tricky:
+        assert html.escape(tok) in text  # in the static text view
+    assert "img" not in parse(text).tags  # the token did not become markup, nor close a script early
+
+
+def test_sample_picker_and_heatmap(page):
+    text, _, _ = page
+    assert "probe sample" in text  # the Select widget title
+    assert "Select" in text and "Rect" in text and "HoverTool" in text
+    # probe order first: the probe lists "evil" before the unlisted samples
+    p = parse(text)
+    assert p.classes.count("am-sample") == 4
+    first_section = text.index('class="am-sample"')
+    assert text.index("sample evil", first_section) < text.index("sample s0", first_section)
+
+
+def test_at_most_max_samples_and_says_so():
+    results = {("model", "saliency"): [make_result(f"s{i}", seed=i) for i in range(60)]}
+    text = render_step_html(results, {"step": 1}, title="t")
+    assert "Showing the first 50 of 60 probe samples" in text
+    p = parse(text)
+    assert p.classes.count("am-sample") == 50
+    assert "tok59_0" not in text and "tok49_0" in text
+    small = render_step_html(results, {"step": 1, "max_samples": 5}, title="t")
+    assert "Showing the first 5 of 60" in small and len(small) < len(text)
+
+
+def test_importance_spans_colour_by_normalised_importance():
+    m = np.array([[1.0, np.nan], [3.0, 1.0], [np.nan, np.nan]], dtype=np.float32)
+    r = AttributionResult(m, ["a", "b<", "c"], ["b<", "c"], "saliency", "native", n_prompt=1)
+    out = importance_spans(r)
+    assert "b&lt;" in out and "b<" not in out
+    # I(x) = [1, 4, nan] -> normalised [0, 1, nan]; the most important token has the strongest colour
+    assert "rgba(220,38,38,0.85)" in out and "rgba(220,38,38,0.00)" in out
+    assert "I(x)=4" in out and "I(x)=undefined" in out
+    assert json.dumps("am-sep")[1:-1] in out  # prompt / continuation separator
+
+
+def test_empty_and_missing_samples_render():
+    results = {("model", "saliency"): [make_result("s0")], ("model", "attention"): [make_result("s1", "attention")]}
+    text = render_step_html(results, None, title="t")
+    assert "not attributed" in text and parse(text).external == []

@@ -187,11 +187,22 @@ def run_cmd(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar per (model, method) pair.")
     ] = True,
+    mlflow_log: Annotated[
+        bool,
+        typer.Option("--mlflow/--no-mlflow", help="Also log the job as one MLflow run (tracking URI from "
+                     "--tracking-uri or MLFLOW_TRACKING_URI, else MLflow's local default)."),
+    ] = True,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (e.g. sqlite:///mlflow.db).")
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="MLflow experiment name (default: the job name).")
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run an attribution job: every model x method over every sample.
 
-    Finished results are cached (content-keyed), so an interrupted run resumes where it stopped and an unchanged re-run computes nothing. Writes manifest.json, results/<model>/<method>.jsonl and summary.json to the output folder and prints the mean metrics per (model, method).
+    Finished results are cached (content-keyed), so an interrupted run resumes where it stopped and an unchanged re-run computes nothing. Writes manifest.json, results/<model>/<method>.jsonl and summary.json to the output folder, logs one MLflow run per job (status RUNNING/FINISHED/FAILED; with two or more models on the same targets also their difference summaries) and prints the mean metrics per (model, method).
     """  # noqa: E501
     from .job import load_job, run_job
 
@@ -203,7 +214,16 @@ def run_cmd(
         update["cache_dir"] = str(cache_dir)
     if update:
         spec = spec.model_copy(update=update)
-    outcome = run_job(spec, progress=progress)
+    from .job import LocalFolderSink
+
+    sinks: list[Any] = [LocalFolderSink(spec.output_dir)]
+    mlflow_sink = None
+    if mlflow_log:
+        from .tracking.job_sink import MlflowJobSink
+
+        mlflow_sink = MlflowJobSink(tracking_uri=tracking_uri, experiment=experiment)
+        sinks.append(mlflow_sink)
+    outcome = run_job(spec, sinks=sinks, progress=progress)
     rows = [
         {"model": p.model, "method": p.method, "computed": p.computed, "cached": p.cached, "metrics": p.metrics}
         for p in outcome.pairs
@@ -214,6 +234,8 @@ def run_cmd(
         f"Results in [bold]{escape(str(outcome.output_dir))}[/bold]",
         soft_wrap=True,
     )
+    if mlflow_sink is not None:
+        console.print(f"MLflow run [bold]{mlflow_sink.run_id}[/bold] at {escape(mlflow_sink.tracking_uri)}", soft_wrap=True)
 
 
 @app.command("methods")
@@ -286,6 +308,61 @@ def make_tiny_model_cmd(
     n_params = sum(p.numel() for p in model.parameters())
     console.print(f"saved a tiny GPT-2 ({n_params:,} parameters, {len(tok)} tokens) to {escape(str(path))}",
                   soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------- backfill
+@app.command("backfill")
+@cli_errors
+def backfill_cmd(
+    checkpoints: Annotated[
+        Path, typer.Option("--checkpoints", help="Folder holding checkpoint-<step> folders (HF Trainer layout).")
+    ],
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", help="MLflow run to add the steps to (its probe set is reused). "
+                     "Default: a new run."),
+    ] = None,
+    probe: Annotated[
+        str | None,
+        typer.Option("--probe", help="Probe samples for a run without one: a .json/.jsonl/.csv file or a "
+                     "built-in source such as demo:keyvalue."),
+    ] = None,
+    method: Annotated[
+        list[str] | None, typer.Option("--method", "-m", help="Attribution method (repeatable). Default: saliency.")
+    ] = None,
+    engine: Annotated[str, typer.Option("--engine", help="auto, native or inseq.")] = "auto",
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default MLFLOW_TRACKING_URI).")
+    ] = None,
+    experiment: Annotated[
+        str, typer.Option("--experiment", help="Experiment of a new run.")
+    ] = "attrib-mlops-backfill",
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Attribute every saved checkpoint-<step> folder at its step into an MLflow run.
+
+    Steps the run already lists are skipped, so an interrupted backfill can simply be re-run: it loses nothing and duplicates nothing.
+    """  # noqa: E501
+    from .backfill import backfill
+    from .samples import ProbeSet
+
+    probe_set = ProbeSet.from_spec(probe) if probe else None
+    out = backfill(
+        checkpoints,
+        run_id=run_id,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        probe=probe_set,
+        methods=method or ["saliency"],
+        engine=engine,
+        progress=progress,
+    )
+    console.print(
+        f"run [bold]{out['run_id']}[/bold]: logged steps {out['logged'] or 'none'}; "
+        f"already there: {out['skipped'] or 'none'}",
+        soft_wrap=True,
+    )
 
 
 # ============================================================ check (regression gate) BEGIN

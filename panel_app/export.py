@@ -30,7 +30,7 @@ def standalone_html(payload: Mapping[str, Any], figures: Sequence[Any], *, title
                     meta: Mapping[str, Any] | None = None, message: str | None = None) -> str:
     """A self-contained HTML page: the token view of ``payload`` and the Bokeh ``figures``."""
     from bokeh.embed import components
-    from bokeh.resources import INLINE
+    from bokeh.resources import Resources
 
     script, divs = components(list(figures)) if figures else ("", ())
     meta_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
@@ -41,7 +41,7 @@ def standalone_html(payload: Mapping[str, Any], figures: Sequence[Any], *, title
 <head>
 <meta charset="utf-8">
 <title>{html.escape(title)}</title>
-{INLINE.render()}
+{Resources(mode='inline', components=['bokeh']).render()}
 <style>
 body {{ font-family: Helvetica, Arial, sans-serif; margin: 16px 24px; }}
 table.attrib-meta th {{ text-align: left; padding-right: 12px; color: #555; font-weight: 600; }}

@@ -462,10 +462,12 @@ class CompareView(pn.viewable.Viewer):
             L.step = self.app.explorer.step if self.app.explorer.step in lc.steps else lc.steps[-1]
         if s.kind == "models":
             R.step = L.step
+        elif s.kind == "checkpoints":
+            if R.step not in rc.steps or (R.step == L.step and len(rc.steps) > 1 and self._drawn is None):
+                others = [st for st in rc.steps if st != L.step]
+                R.step = others[0] if others else L.step
         elif R.step not in rc.steps:
-            R.step = (lc.steps[0] if s.kind == "checkpoints" else rc.steps[-1])
-            if s.kind == "checkpoints" and R.step == L.step and len(lc.steps) > 1:
-                R.step = lc.steps[-2]
+            R.step = rc.steps[-1]
         if L.model not in lc.models(L.step):
             L.model = lc.models(L.step)[0]
         if s.kind == "checkpoints":
@@ -749,7 +751,7 @@ class NewJobView(pn.viewable.Viewer):
         self._on_finished = on_finished
         self._seen: dict[int, str] = {}
         f = self.form
-        self.name = pn.widgets.TextInput(name="Job (run) name", value=f.name, width=220, css_classes=["job-name"])
+        self.job_name = pn.widgets.TextInput(name="Job (run) name", value=f.name, width=220, css_classes=["job-name"])
         self.experiment = pn.widgets.TextInput(name="Experiment", value=f.experiment, width=220,
                                                css_classes=["job-experiment"])
         self.models = pn.widgets.TextAreaInput(
@@ -772,7 +774,7 @@ class NewJobView(pn.viewable.Viewer):
         self.max_new = pn.widgets.IntInput(name="Max new tokens", value=f.max_new_tokens, start=1, width=130)
         self.submit = pn.widgets.Button(name="Queue job", button_type="primary", css_classes=["job-submit"])
         self.submit.on_click(lambda _e: self.queue())
-        for w, p in ((self.name, "name"), (self.experiment, "experiment"), (self.models, "models"),
+        for w, p in ((self.job_name, "name"), (self.experiment, "experiment"), (self.models, "models"),
                      (self.methods, "methods"), (self.source, "source"), (self.text, "text"),
                      (self.probe_run, "probe_run"), (self.batch_size, "batch_size"),
                      (self.max_new, "max_new_tokens")):
@@ -847,7 +849,7 @@ class NewJobView(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(
-            pn.Row(self.name, self.experiment), self.models, pn.Row(self.logged, self.add_logged), self.methods,
+            pn.Row(self.job_name, self.experiment), self.models, pn.Row(self.logged, self.add_logged), self.methods,
             self.source, self.text, self.probe_run, pn.Row(self.batch_size, self.max_new), self.safety,
             self.submit, self.alert, self.note, pn.pane.Markdown("### Jobs of this session"), self.table,
             sizing_mode="stretch_width", css_classes=["view-jobs"],

@@ -38,3 +38,16 @@ def samples():
     prompts = ["w1 w2 w3 w4", "w5 w6 w7", "w8 w9 w10 w11 w12 w13"]
     targets = [" w5 w6", " w1 w2 w3", " w0"]
     return prompts, targets
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow(tmp_path, monkeypatch):
+    """Every test logs to its own SQLite store and spool unless it sets one itself."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/default-mlflow.db")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    import mlflow
+
+    mlflow.set_tracking_uri(None)  # re-read the env var
+    yield
+    if mlflow.active_run() is not None:
+        mlflow.end_run()

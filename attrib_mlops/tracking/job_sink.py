@@ -1,0 +1,173 @@
+"""Log an attribution job (``attrib-mlops run JOB.yaml``) to MLflow.
+
+One MLflow run per job, in the experiment named by ``experiment`` (default:
+the job's name). Every model of the job is stored under its own name at step 0
+(``attribution/steps/0000000000/<model>/<method>.parquet``), so one run holds
+the whole models x methods x samples grid and the dashboard's compare view can
+put two models side by side. Run status follows the job: RUNNING while it
+runs, FINISHED or FAILED at the end. The job spec is logged as
+``attribution/job/spec.json`` and its scalar settings as params.
+
+When the job has two or more models attributed on the same teacher-forced
+continuations (``targets: given`` or ``targets: model:<name>``), the sink also
+logs difference summaries for every pair of models and every method: mean
+Spearman / Jensen-Shannon / top-k overlap of token importance over the samples
+whose tokens match (samples whose tokens differ are counted, never compared),
+and the mean absolute cell difference, as
+``attribution/job/differences.json`` and metrics
+``attrib/diff/<model_a>_vs_<model_b>/<method>/<metric>``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..analysis import drift
+from ..result import AttributionResult
+from .writer import AttributionWriter
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MlflowJobSink", "model_differences"]
+
+
+def model_differences(a: list[AttributionResult], b: list[AttributionResult], k: int = 3) -> dict[str, Any]:
+    """Mean drift and mean |A1 - A2| between two models' results on the same samples."""
+    by_id = {r.sample_id: r for r in b}
+    vals: dict[str, list[float]] = {"spearman": [], "js": [], "topk_overlap": [], "mean_abs_diff": []}
+    skipped = 0
+    compared = 0
+    for r in a:
+        other = by_id.get(r.sample_id)
+        if other is None:
+            continue
+        if r.source_tokens != other.source_tokens or r.target_tokens != other.target_tokens:
+            skipped += 1
+            continue
+        compared += 1
+        d = drift(r, other, k=k)
+        for key in ("spearman", "js", "topk_overlap"):
+            vals[key].append(float(d[key]))
+        diff = np.abs(r.matrix - other.matrix)
+        vals["mean_abs_diff"].append(float(np.nanmean(diff)) if np.isfinite(diff).any() else float("nan"))
+    out: dict[str, Any] = {"compared": compared, "skipped_different_tokens": skipped}
+    for key, vs in vals.items():
+        finite = [v for v in vs if np.isfinite(v)]
+        out[key] = float(np.mean(finite)) if finite else None
+    return out
+
+
+class MlflowJobSink:
+    """A :class:`~attrib_mlops.job.ResultSink` writing one MLflow run per job.
+
+    Args:
+        tracking_uri: MLflow tracking URI (default: ``MLFLOW_TRACKING_URI`` or MLflow's default).
+        experiment: experiment name (default: the job name).
+        spool_dir: spool of the writer (see :class:`AttributionWriter`).
+    """
+
+    def __init__(self, tracking_uri: str | None = None, experiment: str | None = None, spool_dir: Any = None):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.experiment = experiment
+        self.spool_dir = spool_dir
+        self.run_id: str | None = None
+        self._writer: AttributionWriter | None = None
+        self._results: dict[tuple[str, str], list[AttributionResult]] = {}
+        self._job = None
+        self._gt: dict[str, list[int]] = {}
+
+    def begin(self, job: Any, probe_set: Any) -> None:
+        name = self.experiment or job.name
+        exp = self.client.get_experiment_by_name(name)
+        exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(name)
+        run = self.client.create_run(
+            exp_id,
+            tags={
+                "mlflow.runName": job.name,
+                "attrib_mlops.kind": "job",
+                "attrib_mlops.job.targets": str(job.targets),
+            },
+        )
+        self.run_id = run.info.run_id
+        self._job = job
+        spec = job.to_dict()
+        params = {
+            "job.models": ",".join(m.name for m in job.models),
+            "job.methods": ",".join(job.methods),
+            "job.engine": job.engine,
+            "job.targets": str(job.targets),
+            "job.n_samples": str(len(probe_set)),
+        }
+        for key, value in spec.get("options", {}).items():
+            if value is not None and not isinstance(value, (dict, list)):
+                params[f"option.{key}"] = str(value)
+        from mlflow.entities import Param
+
+        self.client.log_batch(self.run_id, params=[Param(k, v[:500]) for k, v in params.items()])
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / "spec.json"
+            p.write_text(json.dumps(spec, indent=2, default=str))
+            self.client.log_artifact(self.run_id, str(p), "attribution/job")
+        self._writer = AttributionWriter(self.client, run_id=self.run_id, spool_dir=self.spool_dir)
+        records = probe_set.to_records()
+        self._gt = {r["id"]: r["ground_truth"] for r in records if r.get("ground_truth")}
+        self._writer.log_probe_set(records)
+        logger.info("logging job %r to MLflow run %s (%s)", job.name, self.run_id, self.tracking_uri)
+
+    def write(self, model_name: str, method: str, results: list[AttributionResult]) -> None:
+        self._results[(model_name, method)] = list(results)
+        self._writer.log_step(0, list(results), model=model_name, ground_truth=self._gt or None)
+
+    def end(self, status: str) -> None:
+        if self.run_id is None:
+            return
+        try:
+            if status == "FINISHED":
+                self._log_differences()
+            if self._writer is not None:
+                self._writer.flush()
+        finally:
+            self.client.set_terminated(self.run_id, status)
+
+    def _log_differences(self) -> None:
+        job = self._job
+        if job is None or len(job.models) < 2 or str(job.targets) == "generate":
+            return
+        from mlflow.entities import Metric
+
+        report: dict[str, Any] = {}
+        metrics = []
+        for (ma, mb) in itertools.combinations([m.name for m in job.models], 2):
+            for method in job.methods:
+                a, b = self._results.get((ma, method)), self._results.get((mb, method))
+                if not a or not b:
+                    continue
+                d = model_differences(a, b)
+                report.setdefault(f"{ma}_vs_{mb}", {})[method] = d
+                for key in ("spearman", "js", "topk_overlap", "mean_abs_diff"):
+                    if d[key] is not None:
+                        name = f"attrib/diff/{_safe(ma)}_vs_{_safe(mb)}/{_safe(method)}/{key}"
+                        metrics.append(Metric(name, float(d[key]), 0, 0))
+        if not report:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / "differences.json"
+            p.write_text(json.dumps(report, indent=2))
+            self.client.log_artifact(self.run_id, str(p), "attribution/job")
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-." else "_" for c in name)

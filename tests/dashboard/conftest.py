@@ -1,0 +1,163 @@
+"""Fixtures of the dashboard tests: SQLite MLflow stores written with AttributionWriter, free ports, Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attrib_mlops.result import AttributionResult, future_mask
+
+METHODS = ("saliency", "attention")
+STEPS = (10, 20, 30)
+N_SAMPLES = 4
+
+# float16 storage: every stored value lies within 2.5e-4 * max|A| of the float32 one (see columnar.py)
+REL_TOL = 1e-3
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_result(sid: str, method: str, seed: int, prompt: list[str], target: list[str]) -> AttributionResult:
+    """A synthetic result: random positive matrix with the decoder-only future mask (NaN)."""
+    rng = np.random.default_rng(seed)
+    src = prompt + target
+    ns, nt = len(src), len(target)
+    m = rng.random((ns, nt)).astype(np.float32) * (1.0 if method == "saliency" else 0.3)
+    m[future_mask(ns, nt, len(prompt))] = np.nan
+    return AttributionResult(
+        m, src, target, method, "native",
+        step_scores={"probability": rng.random(nt).astype(np.float32),
+                     "entropy": (rng.random(nt) * 3).astype(np.float32)},
+        info={"synthetic": True}, n_prompt=len(prompt), prompt=" ".join(prompt),
+        target=" " + " ".join(target), sample_id=sid,
+    )
+
+
+def sample_tokens(k: int, variant: str = "a") -> tuple[list[str], list[str]]:
+    prompt = [f"w{(3 * k + i) % 40}" for i in range(4 + k % 3)]
+    target = [f"w{(7 * k + i) % 40}" for i in range(2 + k % 2)]
+    if variant == "b" and k == 2:  # run B generated a different continuation for s2
+        target = [target[0], "w39", "w38"]
+    return prompt, target
+
+
+def step_results(step: int, variant: str = "a", methods=METHODS, model_seed: int = 0) -> list[AttributionResult]:
+    out = []
+    for j, method in enumerate(methods):
+        for k in range(N_SAMPLES):
+            prompt, target = sample_tokens(k, variant)
+            seed = 100_000 * model_seed + 1000 * step + 10 * k + j + (500 if variant == "b" else 0)
+            out.append(make_result(f"s{k}", method, seed, prompt, target))
+    return out
+
+
+def probe(variant: str = "a") -> list[dict]:
+    out = []
+    for k in range(N_SAMPLES):
+        p, t = sample_tokens(k, variant)
+        out.append({"id": f"s{k}", "prompt": " ".join(p), "target": " " + " ".join(t)})
+    return out
+
+
+@dataclass
+class Store:
+    """A tracking store built for the tests."""
+
+    uri: str
+    root: Path
+    runs: dict[str, str] = field(default_factory=dict)  # label -> run_id
+    spool: Path | None = None
+
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=self.uri)
+
+    def writer(self, label: str):
+        from attrib_mlops.tracking import AttributionWriter
+
+        return AttributionWriter(self.client(), run_id=self.runs[label], spool_dir=self.spool)
+
+
+def build_store(root: Path) -> Store:
+    """Runs (newest first in the overview): ``b`` (finished, 3 steps), ``a`` (running, 3 steps, 2 models at
+    step 30), ``corrupt`` (finished, its step-20 saliency Parquet overwritten with garbage)."""
+    from mlflow.tracking import MlflowClient
+
+    from attrib_mlops.tracking import AttributionWriter
+
+    root.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("dashboard-tests", artifact_location=str(root / "artifacts"))
+    store = Store(uri=uri, root=root, spool=root / "spool")
+
+    bad = client.create_run(exp, run_name="corrupt-run")
+    store.runs["corrupt"] = bad.info.run_id
+    w = AttributionWriter(client, run_id=bad.info.run_id, spool_dir=store.spool)
+    w.log_probe_set(probe("a"))
+    for step in (10, 20):
+        w.log_step(step, step_results(step))
+    client.set_terminated(bad.info.run_id, "FINISHED")
+    art = Path(client.get_run(bad.info.run_id).info.artifact_uri)
+    (art / "attribution/steps/0000000020/model/saliency.parquet").write_bytes(b"this is not parquet" * 10)
+
+    run_a = client.create_run(exp, run_name="run-a")
+    store.runs["a"] = run_a.info.run_id
+    w = AttributionWriter(client, run_id=run_a.info.run_id, spool_dir=store.spool)
+    w.log_probe_set(probe("a"))
+    for step in STEPS:
+        w.log_step(step, step_results(step))
+        client.log_metric(run_a.info.run_id, "loss", 2.0 / (1 + step / 10), step=step)
+    w.log_step(30, step_results(30, model_seed=7), model="other")
+
+    run_b = client.create_run(exp, run_name="run-b")
+    store.runs["b"] = run_b.info.run_id
+    w = AttributionWriter(client, run_id=run_b.info.run_id, spool_dir=store.spool)
+    w.log_probe_set(probe("b"))
+    for step in STEPS:
+        w.log_step(step, step_results(step, "b"))
+    client.set_terminated(run_b.info.run_id, "FINISHED")
+    return store
+
+
+@pytest.fixture(scope="module")
+def dash_store(tmp_path_factory) -> Store:
+    """A fresh store per test module (browser tests write into theirs)."""
+    root = tmp_path_factory.mktemp("dash-store")
+    store = build_store(root)
+    yield store
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def fast_fail_http(monkeypatch):
+    """MLflow gives up on an unreachable server at once."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -21,7 +21,6 @@ import argparse
 import logging
 import os
 import sys
-from functools import partial
 from typing import Any
 
 import panel as pn
@@ -177,8 +176,12 @@ def serve(tracking_uri: str | None = None, *, port: int = 5006, address: str = "
         origins = [f"{address}:{port}"]
         if address in ("127.0.0.1", "localhost"):
             origins.append(f"localhost:{port}")
+
+    def session() -> DashboardApp:  # a plain function: pn.serve calls it once per browser session
+        return create_app(tracking_uri, refresh_seconds=refresh_seconds)
+
     return pn.serve(
-        partial(create_app, tracking_uri, refresh_seconds=refresh_seconds), port=port, address=address,
+        session, port=port, address=address,
         websocket_origin=origins, show=show, title="attrib-mlops dashboard", threaded=threaded, start=start,
         **kwargs,
     )

@@ -126,6 +126,9 @@ class AttributionMonitor:
         self._writer = None
         self._own_run = False
         self._client = None
+        self._pending: list[tuple[int, list, float]] = []
+        self.last_results: list | None = None
+        self.health_timeout = 3.0
 
     # ----------------------------------------------------------------- set-up
     def _setup(self) -> None:
@@ -163,9 +166,9 @@ class AttributionMonitor:
     def log(self, model: Any, step: int, tokenizer: Any = None) -> bool:
         """Attribute the probe set on ``model`` and log it as ``step``.
 
-        Returns True if the step was attributed (logged now or spooled for
-        later), False if it was skipped (already logged, or failed in
-        non-strict mode).
+        Returns True if the step was attributed (logged now, or kept locally
+        for a later upload when the tracking server is unreachable), False if
+        it was skipped (already logged, or failed in non-strict mode).
         """
         step = int(step)
         if step in self.logged_steps:
@@ -175,7 +178,6 @@ class AttributionMonitor:
             raise InputError("AttributionMonitor needs the tokenizer: pass it to the constructor or to log()")
         t0 = time.perf_counter()
         try:
-            self._setup()
             from ..api import attribute
 
             results = attribute(
@@ -188,16 +190,18 @@ class AttributionMonitor:
                 sample_ids=self.probe.ids,
                 options=self.options,
             )
-            cost = time.perf_counter() - t0
-            self._writer.log_step(step, results, model=self.model_name)
-            self._log_cost(step, cost)
         except Exception as e:  # noqa: BLE001 - never crash the user's training
+            return self._failed(step, e)
+        cost = time.perf_counter() - t0
+        self.last_results = results
+        self.logged_steps.add(step)
+        self._pending.append((step, results, cost))
+        try:
+            self._drain()
+        except Exception as e:  # noqa: BLE001
             if self.strict:
                 raise
-            self.failures.append((step, f"{type(e).__name__}: {e}"))
-            logger.exception("attribution at step %d failed and was skipped (strict=False): %s", step, e)
-            return False
-        self.logged_steps.add(step)
+            logger.warning("attribution step %d computed but not logged yet (%s); it will be retried", step, e)
         logger.info(
             "attribution step %d: %d samples x %d methods in %.2fs (run %s)",
             step,
@@ -207,6 +211,50 @@ class AttributionMonitor:
             self.run_id,
         )
         return True
+
+    def _failed(self, step: int, e: BaseException) -> bool:
+        if self.strict:
+            raise e
+        self.failures.append((step, f"{type(e).__name__}: {e}"))
+        logger.exception("attribution at step %d failed and was skipped (strict=False): %s", step, e)
+        return False
+
+    def _reachable(self) -> bool:
+        """Fast health check of an http(s) tracking server (MLflow's own retries can take minutes)."""
+        uri = self.tracking_uri or (self._client.tracking_uri if self._client is not None else None)
+        if uri is None:
+            import mlflow
+
+            uri = mlflow.get_tracking_uri()
+        if not str(uri).startswith(("http://", "https://")):
+            return True
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(str(uri).rstrip("/") + "/health", timeout=self.health_timeout) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def _drain(self) -> None:
+        """Log every computed step not logged yet, oldest first."""
+        online = self._reachable()
+        if self._writer is None:
+            if not online:
+                logger.warning(
+                    "tracking server unreachable; %d attribution step(s) kept in memory until it answers",
+                    len(self._pending),
+                )
+                return
+            self._setup()
+        while self._pending:
+            step, results, cost = self._pending[0]
+            summary = self._writer.log_step(step, results, model=self.model_name, offline=not online)
+            self._pending.pop(0)
+            if summary.logged:
+                self._log_cost(step, cost)
+            else:
+                online = False
 
     def _targets(self) -> list[str] | None:
         targets = self.probe.targets
@@ -228,23 +276,46 @@ class AttributionMonitor:
             logger.debug("could not log attrib/cost_seconds for step %d: %s", step, e)
 
     def close(self, status: str | None = None) -> None:
-        """Upload anything spooled; end the run if we created it."""
-        if self._writer is None:
-            return
+        """Upload anything kept locally; end the run if we created it.
+
+        If the tracking server still cannot be reached, steps that were never
+        assigned to a run are saved as JSON lines under ``spool_dir`` (or the
+        default spool) and the path is reported; nothing is dropped.
+        """
         try:
-            ok = self._writer.flush()
-            if not ok:
-                logger.warning(
-                    "some attribution steps could not be uploaded yet; they stay in %s and will be uploaded by "
-                    "the next writer on this run (or `attrib-mlops flush`)",
-                    self._writer.spool_dir,
-                )
-            if self._own_run:
+            if self._pending:
+                self._drain()
+            if self._writer is not None:
+                ok = self._writer.flush()
+                if not ok:
+                    logger.warning(
+                        "some attribution steps could not be uploaded yet; they stay in %s and are uploaded by the "
+                        "next writer on this run",
+                        self._writer.spool_dir,
+                    )
+            if self._own_run and self._client is not None and self._reachable():
                 self._client.set_terminated(self.run_id, status or "FINISHED")
         except Exception as e:  # noqa: BLE001
             if self.strict:
                 raise
             logger.warning("closing the attribution monitor failed: %s", e)
+        if self._pending:
+            self._dump_pending()
+
+    def _dump_pending(self) -> None:
+        import json
+        from pathlib import Path
+
+        from ..tracking.writer import default_spool_dir
+
+        root = Path(self.spool_dir) if self.spool_dir is not None else default_spool_dir()
+        out = root / "unassigned"
+        out.mkdir(parents=True, exist_ok=True)
+        for step, results, _ in self._pending:
+            path = out / f"step-{step:010d}-{int(time.time())}.jsonl"
+            path.write_text("\n".join(json.dumps(r.to_dict()) for r in results) + "\n")
+            logger.warning("tracking never became reachable: attribution step %d saved to %s", step, path)
+        self._pending = []
 
     # ---------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:

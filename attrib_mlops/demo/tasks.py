@@ -53,6 +53,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "LAYOUTS",
     "TASK_NAME",
     "SHORTCUT_TASK_NAME",
     "HINT_TOKEN",
@@ -65,6 +66,8 @@ TASK_NAME = "keyvalue"
 SHORTCUT_TASK_NAME = "keyvalue-shortcut"
 HINT_TOKEN = "hint"
 _PUNCT = ["=", ";", "?", HINT_TOKEN]
+#: Key layouts of :func:`make_keyvalue_dataset`.
+LAYOUTS = ("slotted", "random")
 #: Stream tag mixed into the seed of the hint generator (keeps it independent of the pairs).
 _HINT_STREAM = 0x5C
 
@@ -98,6 +101,7 @@ def make_keyvalue_dataset(
     seed: int = 0,
     shortcut: bool = False,
     hint_rate: float = 1.0,
+    layout: str = "slotted",
 ):
     """``n`` key-value retrieval rows as a ``datasets.Dataset`` (deterministic).
 
@@ -111,6 +115,10 @@ def make_keyvalue_dataset(
     With ``shortcut=True`` a ``hint vX ;`` triple is inserted before ``?``; ``vX`` is the
     answer with probability ``hint_rate`` and otherwise a random other value. The
     clean part of every row is identical to ``shortcut=False`` with the same seed.
+
+    ``layout="slotted"`` (default) puts key ``k<i>`` in pair slot ``i % n_pairs``;
+    ``layout="random"`` places random keys anywhere (true associative recall, which
+    a tiny model needs far longer to learn; see the module docstring).
     """
     import datasets
 
@@ -118,6 +126,8 @@ def make_keyvalue_dataset(
         raise ValueError("n must be >= 0")
     if not 1 <= n_pairs <= min(n_keys, n_values):
         raise ValueError(f"need 1 <= n_pairs <= min(n_keys, n_values), got n_pairs={n_pairs}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if not 0.0 <= hint_rate <= 1.0:
         raise ValueError("hint_rate must be in [0, 1]")
     if shortcut and hint_rate < 1.0 and n_values < 2:
@@ -125,6 +135,8 @@ def make_keyvalue_dataset(
 
     keys, values = _keys(n_keys), _values(n_values)
     rng = np.random.default_rng(seed)
+    slots = np.arange(n_pairs)
+    per_slot = (n_keys - slots + n_pairs - 1) // n_pairs  # keys available to each slot
     hint_rng = np.random.default_rng([_HINT_STREAM, seed])
 
     cols: dict[str, list] = {
@@ -132,7 +144,10 @@ def make_keyvalue_dataset(
         "shortcut_position": [], "hint_correct": [], "task": [],
     }
     for i in range(n):
-        k_idx = rng.choice(n_keys, size=n_pairs, replace=False)
+        if layout == "slotted":  # slot s holds one of k<s>, k<s+P>, k<s+2P>, ...
+            k_idx = slots + n_pairs * rng.integers(0, per_slot)
+        else:
+            k_idx = rng.choice(n_keys, size=n_pairs, replace=False)
         v_idx = rng.choice(n_values, size=n_pairs, replace=False)
         q = int(rng.integers(n_pairs))
         # Hint draws happen for every row so the stream does not depend on `shortcut`.
@@ -187,14 +202,17 @@ def probe_set(
     n_pairs: int = 4,
     n_keys: int = 16,
     n_values: int = 16,
+    hint_rate: float = 1.0,
+    layout: str = "slotted",
 ):
     """A fixed probe set (held out from training data, which uses small seeds).
 
     ``shortcut=True`` gives the *same* prompts with a correct hint inserted
     (``hint_rate=1``), so clean and shortcut models can be compared on equal
-    accuracy while their attributions differ.
+    accuracy while their attributions differ. ``hint_rate=0`` gives the same
+    prompts with a *wrong* hint, which separates the two models by accuracy too.
     """
     return make_keyvalue_dataset(
         n, n_pairs=n_pairs, n_keys=n_keys, n_values=n_values, seed=seed,
-        shortcut=shortcut, hint_rate=1.0,
+        shortcut=shortcut, hint_rate=hint_rate, layout=layout,
     )

@@ -89,19 +89,24 @@ class KeyValueCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _ids(tokenizer, text: str) -> list[int]:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+def _encode_texts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Batched token ids without special tokens; raises on out-of-vocabulary words."""
+    if not texts:
+        return []
+    enc = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     unk = tokenizer.unk_token_id
-    if unk is not None and unk in ids:
-        raise ValueError(f"{text!r} has words outside the tokenizer's vocabulary")
-    return list(ids)
+    if unk is not None:
+        for text, ids in zip(texts, enc):
+            if unk in ids:
+                raise ValueError(f"{text!r} has words outside the tokenizer's vocabulary")
+    return [list(ids) for ids in enc]
 
 
 def encode_keyvalue(tokenizer, dataset) -> list[dict]:
     """``prompt + target`` token ids with labels -100 on the prompt tokens."""
+    prompts, targets = list(dataset["prompt"]), list(dataset["target"])
     rows = []
-    for prompt, target in zip(dataset["prompt"], dataset["target"]):
-        p, t = _ids(tokenizer, prompt), _ids(tokenizer, target)
+    for prompt, p, t in zip(prompts, _encode_texts(tokenizer, prompts), _encode_texts(tokenizer, targets)):
         if not t:
             raise ValueError(f"empty target for prompt {prompt!r}")
         rows.append({"input_ids": p + t, "labels": [-100] * len(p) + t})
@@ -242,7 +247,7 @@ def keyvalue_predictions(model, tokenizer, dataset, batch_size: int = 64) -> lis
     try:
         with torch.no_grad():
             for start in range(0, len(prompts), batch_size):
-                enc = [_ids(tokenizer, p) for p in prompts[start : start + batch_size]]
+                enc = _encode_texts(tokenizer, prompts[start : start + batch_size])
                 lens = torch.tensor([len(e) for e in enc])
                 ids = torch.full((len(enc), int(lens.max())), pad, dtype=torch.long)
                 mask = torch.zeros_like(ids)

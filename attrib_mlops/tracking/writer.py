@@ -352,6 +352,7 @@ class AttributionWriter:
         ground_truth: Mapping[str, Sequence[int]] | None = None,
         *,
         model_id: str | None = None,
+        offline: bool = False,
     ) -> StepSummary:
         """Compute metrics, stage and upload one step of one model (all its methods).
 
@@ -363,6 +364,8 @@ class AttributionWriter:
             model: model name (becomes a path component, see :mod:`layout`).
             ground_truth: ``{sample_id: source positions}``; defaults to the probe's ``ground_truth``.
             model_id: MLflow LoggedModel id for the metrics (default: the writer's).
+            offline: the caller knows the server is unreachable (e.g. a failed health
+                check): stage the step in the spool without any network request.
 
         Returns:
             :class:`StepSummary`; ``logged`` is False when the step stayed in the spool.
@@ -381,7 +384,10 @@ class AttributionWriter:
             if not isinstance(r, AttributionResult):
                 raise InputError(f"log_step needs AttributionResult items, got {type(r).__name__}")
 
-        failure = self._try_flush()
+        if offline:
+            failure: BaseException | None = TrackingUnavailableError("tracking server unreachable (health check)")
+        else:
+            failure = self._try_flush()
         online = failure is None
         if online:
             try:

@@ -365,6 +365,54 @@ def backfill_cmd(
     )
 
 
+# --------------------------------------------------------------------------------- demo
+@app.command("demo")
+@cli_errors
+def demo_cmd(
+    store: Annotated[
+        Path, typer.Option("--store", help="Folder for the MLflow store (mlflow.db, artifacts) and checkpoints.")
+    ] = Path("attrib-demo"),
+    steps: Annotated[int, typer.Option("--steps", min=10, help="Training steps per run.")] = 600,
+    log_every: Annotated[
+        int, typer.Option("--log-every", min=1, help="Attribute the probe set every N steps.")
+    ] = 100,
+    quick: Annotated[bool, typer.Option("--quick", help="A 1-minute version (fewer steps).")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show training progress.")] = True,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Train two tiny models on a synthetic key-value task with attribution tracked in MLflow.
+
+    Everything runs locally (no network): a tiny GPT-2 is fine-tuned with the HF Trainer while the AttributionCallback attributes a fixed probe set every --log-every steps. The second run learns a shortcut (a spurious hint cue), so the two runs reach similar accuracy but attribute differently. Then prints how to open the MLflow UI and the dashboard.
+    """  # noqa: E501
+    from .demo.run import EXPERIMENT, DemoConfig, run_demo
+
+    cfg = DemoConfig(store=store, max_steps=steps, log_every=log_every)
+    if quick:
+        cfg.max_steps, cfg.log_every = 240, 60
+    out = run_demo(cfg, progress=progress)
+    uri = out["tracking_uri"]
+    console.print()
+    console.print(f"[bold green]Demo done.[/bold green] MLflow store: {escape(uri)} (experiment {EXPERIMENT})",
+                  soft_wrap=True)
+    for kind, run_id in out["runs"].items():
+        acc = out["accuracy"][kind]
+        sec = out["seconds"][kind]
+        console.print(
+            f"  {kind:9s} run {run_id}: probe accuracy {acc['before']:.2f} -> {acc['after']:.2f}, "
+            f"attribution {sec['attribution']:.1f}s of {sec['total']:.0f}s",
+            soft_wrap=True,
+        )
+    console.print("\nOpen the MLflow UI (metrics attrib/... next to the loss; artifacts attribution/steps/*/view.html):")
+    console.print(f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000", soft_wrap=True)
+    console.print("Open the attribution dashboard:")
+    console.print(f"  attrib-mlops dashboard --tracking-uri {uri}", soft_wrap=True)
+    runs = list(out["runs"].values())
+    if len(runs) == 2:
+        console.print("Check the shortcut run against the clean one (exit code 1 = attribution regression):")
+        console.print(f"  attrib-mlops check --baseline runs:/{runs[0]}@latest --candidate runs:/{runs[1]}@latest "
+                      f"--tracking-uri {uri}", soft_wrap=True)
+
+
 # ============================================================ check (regression gate) BEGIN
 # Exit codes: 0 pass, 1 regression (typer.Exit(1)), 2 cannot compare (CannotCompare is an
 # AttribError, which @cli_errors turns into exit code 2, like every other user error).
@@ -442,6 +490,73 @@ def check_cmd(
 
 
 # ============================================================== check (regression gate) END
+
+
+# ============================================================== dashboard (panel_app/) BEGIN
+@app.command("dashboard")
+@cli_errors
+def dashboard_cmd(
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                     help="MLflow tracking URI to read (default: MLFLOW_TRACKING_URI or MLflow's default)."),
+    ] = None,
+    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="TCP port.")] = 5006,
+    address: Annotated[
+        str, typer.Option("--address", help="Interface to bind. The default keeps the dashboard on this machine; "
+                          "see docs/dashboard.md before exposing it.")
+    ] = "127.0.0.1",
+    allow_websocket_origin: Annotated[
+        list[str] | None,
+        typer.Option("--allow-websocket-origin", help="Browser origin allowed to connect (host:port); repeatable. "
+                     "Default: the address and port served."),
+    ] = None,
+    refresh: Annotated[
+        float, typer.Option("--refresh", min=0.0, help="Seconds between live refreshes of an open page (0 = off).")
+    ] = 5.0,
+    basic_auth: Annotated[
+        str | None,
+        typer.Option("--basic-auth", help="Password, or a JSON file of {user: password}, required to open the "
+                     "page (Panel's basic auth; use with --cookie-secret)."),
+    ] = None,
+    cookie_secret: Annotated[
+        str | None, typer.Option("--cookie-secret", envvar="ATTRIB_MLOPS_COOKIE_SECRET",
+                                 help="Secret that signs the login cookie (needed with --basic-auth).")
+    ] = None,
+    show: Annotated[bool, typer.Option("--show/--no-show", help="Open a browser tab.")] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Serve the dashboard: runs overview, explorer, compare, evolution, new job, export.
+
+    Reads attribution only through the tracking reader. Binds 127.0.0.1 by default; to expose it, bind another address and protect it with --basic-auth/--cookie-secret or Panel's OAuth (see docs/dashboard.md). Ctrl+C stops it.
+    """  # noqa: E501
+    import os
+
+    # an unreachable tracking server must not stall a page for minutes: fail fast unless the user chose otherwise
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    from panel_app.app import check_store, serve
+
+    if address not in ("127.0.0.1", "localhost", "::1") and not basic_auth:
+        err_console.print(f"[yellow]warning:[/yellow] serving on {escape(address)} without authentication: anyone "
+                          "who can reach this port can read the runs and queue jobs; use --basic-auth or OAuth "
+                          "(docs/dashboard.md)", soft_wrap=True)
+    if basic_auth and not cookie_secret:
+        raise fail("--basic-auth needs --cookie-secret (or ATTRIB_MLOPS_COOKIE_SECRET) to sign the login cookie")
+    check = check_store(tracking_uri)
+    if check.ok:
+        n = len(check.value or [])
+        console.print(f"{n} run{'' if n == 1 else 's'} with attribution in "
+                      f"{escape(tracking_uri or 'the default tracking store')}", soft_wrap=True)
+    else:
+        err_console.print(f"[yellow]warning:[/yellow] {escape(check.error)}", soft_wrap=True)
+    console.print(f"dashboard at http://{escape(address)}:{port}/ (Ctrl+C to stop)", soft_wrap=True)
+    auth: dict[str, Any] = {"basic_auth": basic_auth, "cookie_secret": cookie_secret} if basic_auth else {}
+    serve(tracking_uri, port=port, address=address, allow_websocket_origin=allow_websocket_origin or None,
+          show=show, refresh_seconds=refresh, warm_up=False, verbose=False, **auth)
+
+
+# ============================================================== dashboard (panel_app/) END
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,24 +21,25 @@ import argparse
 import logging
 import os
 import sys
+from types import MappingProxyType
 from typing import Any
 
 import panel as pn
 
 from panel_app.jobs import JobRunner
 from panel_app.state import TABS, AppState
-from panel_app.store import DashboardStore
+from panel_app.store import DashboardStore, Fetched
 from panel_app.views import CompareView, EvolutionView, ExplorerView, ExportView, NewJobView, OverviewView
 
-__all__ = ["DashboardApp", "create_app", "serve", "DEFAULT_REFRESH_SECONDS"]
+__all__ = ["DashboardApp", "create_app", "serve", "check_store", "DEFAULT_REFRESH_SECONDS"]
 
 logger = logging.getLogger(__name__)
 
 #: How often an open page polls the tracking store (runs, new steps) and the job queue.
 DEFAULT_REFRESH_SECONDS = 5.0
 
-_TAB_TITLES = {"overview": "Runs", "explorer": "Explorer", "compare": "Compare", "evolution": "Evolution",
-               "jobs": "New job", "export": "Export"}
+_TAB_TITLES = MappingProxyType({"overview": "Runs", "explorer": "Explorer", "compare": "Compare",
+                                "evolution": "Evolution", "jobs": "New job", "export": "Export"})
 
 _HEADER_CSS = """
 :host { width: 100%; }
@@ -168,9 +169,27 @@ def create_app(tracking_uri: str | None = None, *, refresh_seconds: float = DEFA
 def serve(tracking_uri: str | None = None, *, port: int = 5006, address: str = "127.0.0.1",
           allow_websocket_origin: list[str] | None = None, show: bool = False,
           refresh_seconds: float = DEFAULT_REFRESH_SECONDS, threaded: bool = False, start: bool = True,
-          **kwargs: Any) -> Any:
-    """Serve the dashboard with ``pn.serve`` (one app per session); extra ``kwargs`` go to ``pn.serve``
-    (e.g. ``basic_auth``, ``cookie_secret``, ``oauth_provider``)."""
+          warm_up: bool = True, **kwargs: Any) -> Any:
+    """Serve the dashboard with ``pn.serve`` (one app per session).
+
+    Args:
+        tracking_uri: MLflow tracking URI.
+        port: TCP port.
+        address: interface to bind; ``127.0.0.1`` keeps the dashboard local (see docs/dashboard.md
+            before exposing it: put it behind Panel's basic auth or OAuth).
+        allow_websocket_origin: allowed browser origins (default ``<address>:<port>``, plus localhost).
+        show: open a browser.
+        refresh_seconds: live-refresh period of each page.
+        threaded: run the server in a background thread (returns a ``StoppableThread``).
+        start: start the IO loop (blocks unless ``threaded``).
+        warm_up: read the store once before serving (first page opens faster; an unreachable store is
+            logged as a warning, the dashboard still starts and says so on the page).
+        **kwargs: passed to ``pn.serve`` (e.g. ``basic_auth``, ``cookie_secret``, ``oauth_provider``).
+    """
+    if warm_up:
+        check = check_store(tracking_uri)
+        if not check.ok:
+            logger.warning("%s", check.error)
     origins = list(allow_websocket_origin or [])
     if not origins:
         origins = [f"{address}:{port}"]
@@ -185,6 +204,11 @@ def serve(tracking_uri: str | None = None, *, port: int = 5006, address: str = "
         websocket_origin=origins, show=show, title="attrib-mlops dashboard", threaded=threaded, start=start,
         **kwargs,
     )
+
+
+def check_store(tracking_uri: str | None) -> Fetched:
+    """List the runs once (opens the store, e.g. creates/migrates a SQLite DB); an error says what is wrong."""
+    return DashboardStore(tracking_uri).runs()
 
 
 def _cli_args(argv: list[str]) -> argparse.Namespace:

@@ -17,9 +17,20 @@ from typing import Any
 import numpy as np
 
 from panel_app.payload import jsonable_matrix
-from panel_app.tokens import TOKENS_CSS, TOKENS_JS
+from panel_app.assets import TOKENS_CSS, TOKENS_JS
 
 __all__ = ["standalone_html", "matrix_csv", "matrix_json"]
+
+
+def _bokeh_inline() -> str:
+    """Bokeh's core JavaScript inlined. Only the raw bundles: external files other libraries register
+    (Panel adds a relative ``static/...`` module shim once imported) would not load from a standalone file."""
+    from bokeh.resources import Resources
+
+    res = Resources(mode="inline", components=["bokeh"])
+    js = "".join(f"<script type=\"text/javascript\">\n{raw}\n</script>\n" for raw in res.js_raw)
+    css = "".join(f"<style>\n{raw}\n</style>\n" for raw in res.css_raw)
+    return css + js
 
 
 def _script_json(obj: Any) -> str:
@@ -30,7 +41,6 @@ def standalone_html(payload: Mapping[str, Any], figures: Sequence[Any], *, title
                     meta: Mapping[str, Any] | None = None, message: str | None = None) -> str:
     """A self-contained HTML page: the token view of ``payload`` and the Bokeh ``figures``."""
     from bokeh.embed import components
-    from bokeh.resources import Resources
 
     script, divs = components(list(figures)) if figures else ("", ())
     meta_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
@@ -41,7 +51,7 @@ def standalone_html(payload: Mapping[str, Any], figures: Sequence[Any], *, title
 <head>
 <meta charset="utf-8">
 <title>{html.escape(title)}</title>
-{Resources(mode='inline', components=['bokeh']).render()}
+{_bokeh_inline()}
 <style>
 body {{ font-family: Helvetica, Arial, sans-serif; margin: 16px 24px; }}
 table.attrib-meta th {{ text-align: left; padding-right: 12px; color: #555; font-weight: 600; }}

@@ -1,7 +1,8 @@
 """Background attribution jobs queued from the dashboard's New job form.
 
 A :class:`JobRunner` belongs to one app instance (one browser session) and owns a
-small thread pool, so a running job never blocks the page. Each job:
+small thread pool; each job runs in a worker process (``python -m panel_app.jobs``)
+watched by one of its threads, so a running job never blocks the page. Each job:
 
 1. creates an MLflow run (experiment chosen in the form, tag ``attrib_mlops.job=dashboard``);
 2. loads each model once, from a local folder or from the tracking store
@@ -23,15 +24,19 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +44,8 @@ from typing import Any
 
 from attrib_mlops.errors import InputError
 
-__all__ = ["NATIVE_METHODS", "JobRequest", "JobHandle", "JobRunner", "parse_models", "parse_samples"]
+__all__ = ["NATIVE_METHODS", "JobRequest", "JobHandle", "JobRunner", "parse_models", "parse_samples", "run_request",
+           "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -203,20 +209,27 @@ class JobHandle:
 
 
 class JobRunner:
-    """A thread pool running :class:`JobRequest`\\ s against one tracking store (one per app instance).
+    """Runs :class:`JobRequest`\\ s against one tracking store (one runner per app instance).
+
+    Each job runs in its own worker process (``python -m panel_app.jobs``), watched by a thread of
+    this runner's pool: the page stays responsive while torch computes, a crashing job cannot take
+    the dashboard down, and the worker does not import Panel (Bokeh collects the JavaScript of every
+    imported model class when it renders the step's ``view.html``). The worker reports progress as
+    JSON lines on its stdout.
 
     Args:
         tracking_uri: where the job runs are logged.
         max_workers: jobs running at once (default 1: attribution is CPU bound).
-        spool_dir: the writers' spool (default: a temporary folder removed by :meth:`shutdown`).
+        spool_dir: the writers' spool and the workers' logs (default: a temporary folder).
     """
 
     def __init__(self, tracking_uri: str | None, max_workers: int = 1, spool_dir: str | os.PathLike | None = None):
         self.tracking_uri = tracking_uri
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="attrib-dashboard-job")
         self._own_spool = spool_dir is None
-        self.spool_dir = Path(spool_dir) if spool_dir else Path(tempfile.mkdtemp(prefix="attrib-dashboard-spool-"))
+        self.spool_dir = Path(spool_dir) if spool_dir else Path(tempfile.mkdtemp(prefix="attrib-dashboard-jobs-"))
         self._jobs: list[JobHandle] = []
+        self._procs: dict[int, subprocess.Popen] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -224,7 +237,7 @@ class JobRunner:
         handle = JobHandle(id=next(self._ids), request=request)
         with self._lock:
             self._jobs.append(handle)
-        handle.future = self._pool.submit(self._run, handle)
+        handle.future = self._pool.submit(self._watch, handle)
         return handle
 
     def jobs(self) -> list[JobHandle]:
@@ -236,88 +249,134 @@ class JobRunner:
         return any(not j.done for j in self.jobs())
 
     def shutdown(self, wait: bool = False) -> None:
+        """Stop accepting jobs; queued ones are cancelled, running workers finish (``wait`` waits for them)."""
         self._pool.shutdown(wait=wait, cancel_futures=True)
         if self._own_spool and wait:
             shutil.rmtree(self.spool_dir, ignore_errors=True)
 
-    # ------------------------------------------------------------ worker
-    def _resolve(self, client: Any, ref: str, handle: JobHandle) -> str:
-        if not ref.startswith(_MLFLOW_REFS):
-            return ref
-        handle.update(message=f"downloading {ref} from the tracking store")
-        dst = tempfile.mkdtemp(prefix="attrib-dashboard-model-", dir=self.spool_dir)
-        if ref.startswith("runs:/"):
-            run_id, _, path = ref[len("runs:/"):].partition("/")
-            local = client.download_artifacts(run_id, path, dst)
-        else:
-            import mlflow
-
-            local = mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=dst, tracking_uri=self.tracking_uri)
-        for root, _dirs, files in os.walk(local):
-            if "config.json" in files:
-                return root
-        raise InputError(f"{ref} holds no saved transformers model (no config.json found)")
-
-    def _run(self, handle: JobHandle) -> None:
-        req = handle.request
-        client = None
+    def _watch(self, handle: JobHandle) -> None:
+        """Start the worker process of one job and follow its progress lines until it exits."""
+        folder = self.spool_dir / f"job-{handle.id}"
+        folder.mkdir(parents=True, exist_ok=True)
+        req_path = folder / "request.json"
+        req_path.write_text(json.dumps(dataclasses.asdict(handle.request)), encoding="utf-8")
+        log_path = folder / "worker.log"
+        cmd = [sys.executable, "-m", "panel_app.jobs", "--request", str(req_path), "--spool-dir", str(folder)]
+        if self.tracking_uri:
+            cmd += ["--tracking-uri", self.tracking_uri]
+        env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+        handle.update(status="running", message="starting a worker process")
         try:
-            from mlflow.tracking import MlflowClient
-
-            from attrib_mlops.api import attribute, resolve_engine
-            from attrib_mlops.engines.prep import load_model_and_tokenizer
-            from attrib_mlops.options import AttributeOptions
-            from attrib_mlops.tracking import AttributionWriter
-
-            handle.update(status="running", message="starting", progress=0.0)
-            for m in req.methods:
-                resolve_engine(m, req.engine)  # unknown method -> a clear error before anything is logged
-            client = MlflowClient(tracking_uri=self.tracking_uri)
-            exp = client.get_experiment_by_name(req.experiment)
-            exp_id = exp.experiment_id if exp is not None else client.create_experiment(req.experiment)
-            run = client.create_run(exp_id, run_name=req.name, tags={
-                "attrib_mlops.job": "dashboard", "mlflow.source.name": "attrib-mlops dashboard"})
-            handle.update(run_id=run.info.run_id, message="run created")
-            client.log_batch(run.info.run_id, params=_params(req))
-            writer = AttributionWriter(client, run_id=run.info.run_id, spool_dir=self.spool_dir, strict=True)
-            writer.log_probe_set([{"id": i, "prompt": p, "target": (req.targets[k] if req.targets else "")}
-                                  for k, (i, p) in enumerate(zip(req.sample_ids, req.prompts))])
-            chunk = max(1, req.batch_size)
-            n_chunks = -(-len(req.prompts) // chunk)
-            total, done = len(req.models) * n_chunks, 0
-            opts = AttributeOptions(trust_remote_code=False)
-            for name, ref in req.models:
-                path = self._resolve(client, ref, handle)
-                handle.update(message=f"loading model {name}")
-                model, tok, _ = load_model_and_tokenizer(path, None, opts)
-                results = []
-                for c in range(n_chunks):
-                    sl = slice(c * chunk, (c + 1) * chunk)
-                    handle.update(message=f"{name}: samples {sl.start + 1}-{min(sl.stop, len(req.prompts))} "
-                                          f"of {len(req.prompts)}")
-                    results += attribute(model, tok, req.prompts[sl], req.targets[sl] if req.targets else None,
-                                         methods=req.methods, engine=req.engine, sample_ids=req.sample_ids[sl],
-                                         batch_size=req.batch_size, max_new_tokens=req.max_new_tokens,
-                                         trust_remote_code=False)
-                    done += 1
-                    handle.update(progress=done / total)
-                handle.update(message=f"{name}: logging to MLflow")
-                writer.log_step(0, results, model=name)
-                del model
-            client.set_terminated(run.info.run_id, "FINISHED")
-            handle.update(status="finished", progress=1.0, message=f"finished: run {run.info.run_id}")
-        except Exception as e:  # noqa: BLE001 - the page shows the message
-            from panel_app.store import explain_error
-
-            msg = explain_error(e, self.tracking_uri, f"running job {req.name!r}")
-            logger.warning("dashboard job %s failed: %s", req.name, msg)
-            if client is not None and handle.run_id:
-                try:
-                    client.set_tag(handle.run_id, "attrib_mlops.error", msg[:4000])
-                    client.set_terminated(handle.run_id, "FAILED")
-                except Exception:  # noqa: BLE001
-                    pass
+            with open(log_path, "w", encoding="utf-8") as log:
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+                with self._lock:
+                    self._procs[handle.id] = proc
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    if line.startswith(_MARK):
+                        try:
+                            event = json.loads(line[len(_MARK):])
+                        except json.JSONDecodeError:
+                            continue
+                        handle.update(**{k: v for k, v in event.items() if k in _EVENT_KEYS})
+                code = proc.wait()
+        except OSError as e:
+            handle.update(status="failed", error=f"could not start the job worker: {e}",
+                          message=f"failed: could not start the job worker: {e}")
+            return
+        finally:
+            with self._lock:
+                self._procs.pop(handle.id, None)
+        if not handle.done:
+            tail = " ".join(log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:])
+            msg = f"the job worker exited with code {code} without a result ({tail[-400:] or 'no output'})"
             handle.update(status="failed", error=msg, message=f"failed: {msg}")
+
+
+_MARK = "@@attrib-mlops-job@@ "
+_EVENT_KEYS = frozenset({"status", "progress", "message", "run_id", "error"})
+
+
+def run_request(req: JobRequest, tracking_uri: str | None, spool_dir: str | os.PathLike,
+                report: Callable[..., None]) -> str:
+    """Do one job in this process (what the worker runs); ``report(**fields)`` gets progress. Returns the run id."""
+    from mlflow.tracking import MlflowClient
+
+    from attrib_mlops.api import attribute, resolve_engine
+    from attrib_mlops.engines.prep import load_model_and_tokenizer
+    from attrib_mlops.options import AttributeOptions
+    from attrib_mlops.tracking import AttributionWriter
+
+    report(status="running", message="starting", progress=0.0)
+    for m in req.methods:
+        resolve_engine(m, req.engine)  # unknown method -> a clear error before anything is logged
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(req.experiment)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(req.experiment)
+    run = client.create_run(exp_id, run_name=req.name, tags={
+        "attrib_mlops.job": "dashboard", "mlflow.source.name": "attrib-mlops dashboard"})
+    run_id = run.info.run_id
+    report(run_id=run_id, message="run created")
+    try:
+        client.log_batch(run_id, params=_params(req))
+        writer = AttributionWriter(client, run_id=run_id, spool_dir=spool_dir, strict=True)
+        writer.log_probe_set([{"id": i, "prompt": p, "target": (req.targets[k] if req.targets else "")}
+                              for k, (i, p) in enumerate(zip(req.sample_ids, req.prompts))])
+        chunk = max(1, req.batch_size)
+        n_chunks = -(-len(req.prompts) // chunk)
+        total, done = len(req.models) * n_chunks, 0
+        opts = AttributeOptions(trust_remote_code=False)
+        for name, ref in req.models:
+            path = _resolve(client, tracking_uri, ref, spool_dir, report)
+            report(message=f"loading model {name}")
+            model, tok, _ = load_model_and_tokenizer(path, None, opts)
+            results = []
+            for c in range(n_chunks):
+                sl = slice(c * chunk, (c + 1) * chunk)
+                report(message=f"{name}: samples {sl.start + 1}-{min(sl.stop, len(req.prompts))} of "
+                               f"{len(req.prompts)}")
+                results += attribute(model, tok, req.prompts[sl], req.targets[sl] if req.targets else None,
+                                     methods=req.methods, engine=req.engine, sample_ids=req.sample_ids[sl],
+                                     batch_size=req.batch_size, max_new_tokens=req.max_new_tokens,
+                                     trust_remote_code=False)
+                done += 1
+                report(progress=done / total)
+            report(message=f"{name}: logging to MLflow")
+            writer.log_step(0, results, model=name)
+            del model
+    except BaseException as e:
+        from panel_app.store import explain_error
+
+        msg = explain_error(e, tracking_uri, f"running job {req.name!r}") if isinstance(e, Exception) else repr(e)
+        try:
+            client.set_tag(run_id, "attrib_mlops.error", msg[:4000])
+            client.set_terminated(run_id, "FAILED")
+        except Exception:  # noqa: BLE001
+            pass
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    report(status="finished", progress=1.0, message=f"finished: run {run_id}")
+    return run_id
+
+
+def _resolve(client: Any, tracking_uri: str | None, ref: str, spool_dir: str | os.PathLike,
+             report: Callable[..., None]) -> str:
+    """Local folder of a model reference (``runs:/`` / ``models:/`` are downloaded from the tracking store)."""
+    if not ref.startswith(_MLFLOW_REFS):
+        return ref
+    report(message=f"downloading {ref} from the tracking store")
+    dst = tempfile.mkdtemp(prefix="model-", dir=spool_dir)
+    if ref.startswith("runs:/"):
+        run_id, _, path = ref[len("runs:/"):].partition("/")
+        local = client.download_artifacts(run_id, path, dst)
+    else:
+        import mlflow
+
+        local = mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=dst, tracking_uri=tracking_uri)
+    for root, _dirs, files in os.walk(local):
+        if "config.json" in files:
+            return root
+    raise InputError(f"{ref} holds no saved transformers model (no config.json found)")
 
 
 def _params(req: JobRequest) -> list:
@@ -333,3 +392,34 @@ def _params(req: JobRequest) -> list:
         "engine": req.engine,
     }
     return [Param(k, v[:6000]) for k, v in p.items()]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Worker entry point: ``python -m panel_app.jobs --request REQUEST.json [--tracking-uri URI] --spool-dir DIR``."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m panel_app.jobs", description="Run one dashboard attribution job.")
+    p.add_argument("--request", required=True)
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--spool-dir", required=True)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    def report(**fields: Any) -> None:
+        print(_MARK + json.dumps(fields), flush=True)
+
+    try:
+        raw = json.loads(Path(args.request).read_text(encoding="utf-8"))
+        raw["models"] = [tuple(m) for m in raw["models"]]
+        run_request(JobRequest(**raw), args.tracking_uri, args.spool_dir, report)
+        return 0
+    except Exception as e:  # noqa: BLE001 - reported to the page
+        from panel_app.store import explain_error
+
+        msg = explain_error(e, args.tracking_uri, "running the job")
+        report(status="failed", error=msg, message=f"failed: {msg}")
+        return 1
+
+
+if __name__ == "__main__":  # the worker process of JobRunner
+    sys.exit(main())

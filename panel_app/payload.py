@@ -100,6 +100,13 @@ def _method_entry(name: str, matrix: np.ndarray, color: tuple[int, int, int]) ->
     }
 
 
+def _scores(r: AttributionResult) -> dict[str, list[float | None]]:
+    """Step scores per target token, ``probability`` and ``entropy`` first."""
+    order = sorted(r.step_scores, key=lambda k: ({"probability": 0, "entropy": 1}.get(k, 2), k))
+    return {k: jsonable_vector(r.step_scores[k]) for k in order
+            if np.asarray(r.step_scores[k]).size == len(r.target_tokens)}
+
+
 def side_payload(
     results: Mapping[str, AttributionResult],
     *,
@@ -146,8 +153,7 @@ def side_payload(
         "target": list(first.target_tokens),
         "n_prompt": int(first.n_prompt),
         "methods": methods,
-        "scores": {k: jsonable_vector(v) for k, v in first.step_scores.items()
-                   if np.asarray(v).size == len(first.target_tokens)},
+        "scores": _scores(first),
     }
 
 
@@ -229,8 +235,7 @@ def compare_payload(cmp: Comparison, *, left_title: str, right_title: str, metho
             "key": key, "title": title, "sample_id": res.sample_id,
             "source": list(res.source_tokens), "target": list(res.target_tokens), "n_prompt": int(res.n_prompt),
             "methods": [_method_entry(method, mat, color)],
-            "scores": {k: jsonable_vector(v) for k, v in res.step_scores.items()
-                       if np.asarray(v).size == len(res.target_tokens)},
+            "scores": _scores(res),
         })
     diff = {
         "key": "diff",

@@ -136,7 +136,7 @@ def difference_heatmap(
     }
     finite = np.abs(vals[np.isfinite(vals)])
     m = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    mapper = LinearColorMapper(palette=list(reversed(RdBu11)), low=-m, high=m, nan_color=_NAN_COLOR)
+    mapper = LinearColorMapper(palette=list(RdBu11), low=-m, high=m, nan_color=_NAN_COLOR)
     width, height = _size(ns, nt)
     p = figure(
         title=title, x_range=FactorRange(*xs) if xs else FactorRange("-"),

@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import param
 
 __all__ = [
@@ -31,11 +33,11 @@ __all__ = [
 TABS = ("overview", "explorer", "compare", "evolution", "jobs", "export")
 
 #: What the two sides of the compare view are.
-COMPARE_KINDS = {
+COMPARE_KINDS = MappingProxyType({
     "checkpoints": "two checkpoints (steps) of one run",
     "models": "two models of one run / job",
     "runs": "two runs",
-}
+})
 
 
 class ExplorerState(param.Parameterized):

@@ -32,7 +32,7 @@ from panel_app.tokens import TokenView
 
 __all__ = ["OverviewView", "ExplorerView", "CompareView", "EvolutionView", "NewJobView", "ExportView"]
 
-_STATUSES = ["RUNNING", "FINISHED", "FAILED", "KILLED", "SCHEDULED"]
+_STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED", "SCHEDULED")
 
 
 def _alert(kind: str, css: str) -> pn.pane.Alert:
@@ -89,7 +89,7 @@ class OverviewView(pn.viewable.Viewer):
         self.note = _alert("info", "overview-note")
         self.text = pn.widgets.TextInput(name="Filter", placeholder="name, id, experiment, method, model",
                                          value=self.state.text, width=280, css_classes=["overview-filter"])
-        self.statuses = pn.widgets.CheckButtonGroup(name="Status", options=_STATUSES, value=list(self.state.statuses),
+        self.statuses = pn.widgets.CheckButtonGroup(name="Status", options=list(_STATUSES), value=list(self.state.statuses),
                                                     css_classes=["overview-status"])
         self.sort = pn.widgets.Select(name="Sort by", options=self.state.param.sort_by.objects,
                                       value=self.state.sort_by, width=140)
@@ -321,6 +321,8 @@ class ExplorerView(pn.viewable.Viewer):
 
             _show(self.alert, explain_error(e, self.store.tracking_uri, "preparing the view"))
             return
+        payload["state"] = "|".join("" if v is None else (",".join(v) if isinstance(v, tuple) else str(v))
+                                    for v in key)
         _show(self.alert, None)
         self.results, self.payload, self._drawn = got.value, payload, key
         self.tokens.data = payload
@@ -533,6 +535,7 @@ class CompareView(pn.viewable.Viewer):
         self.comparison, self._drawn = cmp, key
         self.payload = compare_payload(cmp, left_title=f"A1 · {self._side_title(L)}",
                                        right_title=f"A2 · {self._side_title(R)}", method=s.method)
+        self.payload["state"] = "|".join(str(x) for x in (s.kind, *L.key(), *R.key(), s.method, s.sample_id))
         _show(self.alert, None)
         _show(self.mismatch, cmp.message)
         self.tokens.data = self.payload
@@ -595,8 +598,8 @@ class EvolutionView(pn.viewable.Viewer):
                                               css_classes=["evolution-metrics"])
         self.runs.param.watch(lambda e: self._set("run_ids", list(e.new)), "value")
         self.metrics.param.watch(lambda e: self._set("metric_keys", list(e.new)), "value")
-        self.metric_plot = pn.pane.Bokeh(sizing_mode="stretch_width", css_classes=["evolution-metric-plot"])
-        self.loss_plot = pn.pane.Bokeh(sizing_mode="stretch_width", css_classes=["evolution-loss-plot"])
+        self.metric_plot = pn.Column(sizing_mode="stretch_width", css_classes=["evolution-metric-plot"])
+        self.loss_plot = pn.Column(sizing_mode="stretch_width", css_classes=["evolution-loss-plot"])
         self.checkpoint = pn.widgets.DiscreteSlider(name="Checkpoint (explorer step)", options=[0], value=0,
                                                     width=400, css_classes=["evolution-checkpoint"])
         self.checkpoint.param.watch(self._checkpoint_moved, "value")
@@ -670,10 +673,13 @@ class EvolutionView(pn.viewable.Viewer):
                 got = self.store.metric_history(rid, key)
                 if got.ok and got.value:
                     losses[f"{names.get(rid, rid[:8])} · {key}"] = got.value
-        self.metric_plot.object = metric_lines(series, title="attribution metrics over steps",
-                                               name="evolution-metrics", marker_step=ex.step)
-        self.loss_plot.object = metric_lines(losses, title="loss" if losses else "loss (no loss metric logged)",
-                                             name="evolution-loss", marker_step=ex.step)
+        self.metric_plot.objects = [pn.pane.Bokeh(metric_lines(
+            series, title="attribution metrics over steps", name="evolution-metrics", marker_step=ex.step),
+            sizing_mode="stretch_width")] if series else [pn.pane.Markdown(
+                "*No attribution metric logged for the selected runs / keys.*")]
+        self.loss_plot.objects = [pn.pane.Bokeh(metric_lines(
+            losses, title="loss", name="evolution-loss", marker_step=ex.step), sizing_mode="stretch_width")] \
+            if losses else [pn.pane.Markdown("*No loss metric (a key containing 'loss') logged by these runs.*")]
         _show(self.alert, "\n\n".join(errors) if errors else None)
         self.update_changes()
         self.update_heatmap(force=True)
@@ -779,6 +785,8 @@ class NewJobView(pn.viewable.Viewer):
                      (self.probe_run, "probe_run"), (self.batch_size, "batch_size"),
                      (self.max_new, "max_new_tokens")):
             w.param.watch(lambda e, p=p: setattr(self.form, p, list(e.new) if p == "methods" else e.new), "value")
+        self.source.param.watch(lambda _e: self._toggle_source(), "value")
+        self._toggle_source()
         self.alert = _alert("danger", "job-error")
         self.note = _alert("success", "job-note")
         self.table = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["job-table"])
@@ -786,6 +794,10 @@ class NewJobView(pn.viewable.Viewer):
             "Models load only from local folders or the tracking store, with `trust_remote_code` off; "
             "nothing is downloaded from the hub. The job runs in a background thread and is logged as step 0 of a "
             "new MLflow run.", css_classes=["job-safety"])
+
+    def _toggle_source(self) -> None:
+        text = self.source.value == "text"
+        self.text.visible, self.probe_run.visible = text, not text
 
     def prepare(self) -> None:
         """Fill the choices that come from the store (called when the tab opens)."""
@@ -887,8 +899,13 @@ class ExportView(pn.viewable.Viewer):
                 return matrix_csv(m, src, tgt) if kind == "csv" else matrix_json(m, src, tgt, meta)
             return fn
 
+        def compare_html() -> str | None:
+            self.compare.sync(force=True)
+            return self.compare.export_html()
+
         def compare_matrix(kind: str) -> Callable[[], str | None]:
             def fn() -> str | None:
+                self.compare.sync(force=True)
                 got = self.compare.difference()
                 if got is None:
                     return None
@@ -900,7 +917,7 @@ class ExportView(pn.viewable.Viewer):
             dl("Explorer view (standalone HTML)", "attrib-explorer.html", self.explorer.export_html, "export-explorer-html"),
             dl("Explorer matrix (CSV)", "attrib-matrix.csv", explorer_matrix("csv"), "export-explorer-csv"),
             dl("Explorer matrix (JSON)", "attrib-matrix.json", explorer_matrix("json"), "export-explorer-json"),
-            dl("Compare view (standalone HTML)", "attrib-compare.html", self.compare.export_html, "export-compare-html"),
+            dl("Compare view (standalone HTML)", "attrib-compare.html", compare_html, "export-compare-html"),
             dl("Difference matrix A1 − A2 (CSV)", "attrib-difference.csv", compare_matrix("csv"), "export-compare-csv"),
             dl("Difference matrix A1 − A2 (JSON)", "attrib-difference.json", compare_matrix("json"),
                "export-compare-json"),

@@ -76,6 +76,17 @@ class AttributionMonitor:
         model_name: name under which results are stored (``model``).
         strict: raise on attribution or tracking failures instead of logging them.
         spool_dir: where steps wait while the tracking server is unreachable.
+        baseline_run: live regression check (see :mod:`attrib_mlops.check`): a REF
+            (``runs:/<run_id>``, ``runs:/<run_id>@<step>``, ``@latest`` or a results
+            folder) to compare every logged step with. ``runs:/<run_id>`` without a
+            step compares with the baseline's same step when it has it, else with its
+            latest step. The verdict is logged as metric ``attrib/check/pass``
+            (1.0 pass, 0.0 regression) at the step; :attr:`last_check` keeps the
+            :class:`~attrib_mlops.check.CheckResult`.
+        check_policy: :class:`~attrib_mlops.check.Policy`, dict or YAML path (default policy).
+        stop_on_regression: ask training to stop when a check finds a regression
+            (the HF callback sets ``control.should_training_stop``; a plain loop reads
+            :attr:`regressed`). Off by default.
 
     Example:
         >>> mon = AttributionMonitor(["a b c"], tok, methods=["saliency"])   # doctest: +SKIP
@@ -100,6 +111,9 @@ class AttributionMonitor:
         model_name: str = "model",
         strict: bool = False,
         spool_dir: str | os.PathLike | None = None,
+        baseline_run: str | None = None,
+        check_policy: Any = None,
+        stop_on_regression: bool = False,
     ) -> None:
         from ..api import resolve_engine
 
@@ -129,6 +143,18 @@ class AttributionMonitor:
         self._pending: list[tuple[int, list, float]] = []
         self.last_results: list | None = None
         self.health_timeout = 3.0
+        # ---- live regression check (attrib_mlops.check) BEGIN
+        self.baseline_run = baseline_run
+        self.stop_on_regression = bool(stop_on_regression)
+        self.last_check = None  # CheckResult of the last checked step
+        self.regressed = False  # True once a check found a regression
+        self._live_check = None
+        if baseline_run is not None:
+            from ..check import LiveCheck
+
+            # a malformed REF or policy fails now, not mid-training
+            self._live_check = LiveCheck(baseline_run, check_policy, tracking_uri=tracking_uri, methods=self.methods)
+        # ---- live regression check END
 
     # ----------------------------------------------------------------- set-up
     def _setup(self) -> None:
@@ -210,7 +236,43 @@ class AttributionMonitor:
             cost,
             self.run_id,
         )
+        if self._live_check is not None:
+            self._check(step, results)
         return True
+
+    # ---- live regression check (attrib_mlops.check) BEGIN
+    def _check(self, step: int, results: Any) -> None:
+        """Compare ``results`` with the baseline; log ``attrib/check/pass`` at ``step``.
+
+        A check that cannot run (baseline unreadable, nothing comparable) is logged and
+        skipped like an attribution failure (``strict=True`` raises).
+        """
+        from ..check import CannotCompare
+        from ..tracking.layout import metric_key
+
+        try:
+            gt = {s.id: s.ground_truth for s in self.probe if s.ground_truth}
+            result = self._live_check.check(step, results, ground_truth=gt)
+            self.last_check = result
+            if result.verdict == "cannot_compare":
+                raise CannotCompare("; ".join(result.reasons))
+            if result.verdict == "regression":
+                self.regressed = True
+                logger.warning("attribution regression at step %d against %s: %s", step, self.baseline_run,
+                               result.message())
+            if self._client is not None:
+                from mlflow.entities import Metric
+
+                value = 1.0 if result.verdict == "pass" else 0.0
+                key = metric_key("check", "pass", self.model_name)
+                self._client.log_batch(self.run_id, metrics=[Metric(key, value, int(time.time() * 1000), step)])
+        except Exception as e:  # noqa: BLE001 - never crash the user's training
+            if self.strict:
+                raise
+            self.failures.append((step, f"check: {type(e).__name__}: {e}"))
+            logger.warning("attribution check at step %d failed and was skipped (strict=False): %s", step, e)
+
+    # ---- live regression check END
 
     def _failed(self, step: int, e: BaseException) -> bool:
         if self.strict:

@@ -49,6 +49,11 @@ class AttributionCallback(TrainerCallback):
         run_id, tracking_uri, experiment_name, model_name, strict, spool_dir:
             as for :class:`~attrib_mlops.callbacks.AttributionMonitor`.
         tokenizer: used when the Trainer has no ``processing_class``.
+        baseline_run, check_policy: live regression check against a baseline run at each
+            logged step (metric ``attrib/check/pass``); see
+            :class:`~attrib_mlops.callbacks.AttributionMonitor`.
+        stop_on_regression: set ``control.should_training_stop`` when a check finds a
+            regression (off by default).
     """
 
     def __init__(
@@ -69,6 +74,9 @@ class AttributionCallback(TrainerCallback):
         strict: bool = False,
         spool_dir: str | os.PathLike | None = None,
         tokenizer: Any = None,
+        baseline_run: str | None = None,
+        check_policy: Any = None,
+        stop_on_regression: bool = False,
     ) -> None:
         if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
             raise InputError(f"every_n_steps must be a positive integer or None, got {every_n_steps!r}")
@@ -90,6 +98,9 @@ class AttributionCallback(TrainerCallback):
             model_name=model_name,
             strict=strict,
             spool_dir=spool_dir,
+            baseline_run=baseline_run,
+            check_policy=check_policy,
+            stop_on_regression=stop_on_regression,
         )
         self._initialized = False
 
@@ -114,7 +125,7 @@ class AttributionCallback(TrainerCallback):
         if isinstance(mine, dict):
             self.monitor.load_state_dict(mine)
 
-    def _run(self, args, state, kwargs) -> None:
+    def _run(self, args, state, kwargs, control=None) -> None:
         if not state.is_world_process_zero:
             return
         model = kwargs.get("model")
@@ -124,6 +135,13 @@ class AttributionCallback(TrainerCallback):
         if self.monitor.log(model, state.global_step):
             state.stateful_callbacks = dict(getattr(state, "stateful_callbacks", {}) or {})
             state.stateful_callbacks[_STATE_KEY] = self.monitor.state_dict()
+            # ---- live regression check: stop training on a regression (opt-in, attrib_mlops.check)
+            check = self.monitor.last_check
+            if (control is not None and self.monitor.stop_on_regression and check is not None
+                    and check.candidate.get("step") == state.global_step and check.verdict == "regression"):
+                logger.warning("stopping training at step %d: attribution regression (stop_on_regression=True)",
+                               state.global_step)
+                control.should_training_stop = True
 
     # ---------------------------------------------------------------- events
     def on_train_begin(self, args, state, control, **kwargs):
@@ -132,22 +150,22 @@ class AttributionCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.every_n_steps and state.global_step % self.every_n_steps == 0:
             self._setup(args, state, kwargs)
-            self._run(args, state, kwargs)
+            self._run(args, state, kwargs, control)
 
     def on_evaluate(self, args, state, control, **kwargs):
         if self.on_evaluate_:
             self._setup(args, state, kwargs)
-            self._run(args, state, kwargs)
+            self._run(args, state, kwargs, control)
 
     def on_save(self, args, state, control, **kwargs):
         if self.on_save_:
             self._setup(args, state, kwargs)
-            self._run(args, state, kwargs)
+            self._run(args, state, kwargs, control)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._setup(args, state, kwargs)
         if self.at_train_end and state.global_step not in self.monitor.logged_steps:
-            self._run(args, state, kwargs)
+            self._run(args, state, kwargs, control)
         if state.is_world_process_zero:
             self.monitor.close()
 

@@ -127,6 +127,18 @@ def _preserve_global_rng():
         torch.set_rng_state(th)
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def train_keyvalue(
     model,
     tokenizer,
@@ -146,6 +158,7 @@ def train_keyvalue(
     lr_scheduler_type: str = DEFAULT_TRAIN["lr_scheduler_type"],
     save_only_model: bool = True,
     progress: bool = False,
+    num_threads: int | None = None,
 ) -> dict:
     """Fine-tune ``model`` in place with ``transformers.Trainer`` on the CPU.
 
@@ -156,7 +169,8 @@ def train_keyvalue(
     safetensors plus tokenizer; with ``save_only_model=False`` also the
     optimizer state) under ``output_dir``, which is then required. The model is
     left in the train/eval mode it was in; the caller's global RNG states are
-    restored afterwards.
+    restored afterwards. ``num_threads`` sets torch's intra-op threads for the
+    run only (1 is often fastest for these tiny models on a busy machine).
 
     Returns ``{"loss_history": [{"step", "loss"}, ...], "train_loss",
     "train_runtime", "global_step", "trainer"}``.
@@ -180,6 +194,8 @@ def train_keyvalue(
     rows = _ListDataset(encode_keyvalue(tokenizer, dataset))
     with contextlib.ExitStack() as stack:
         stack.enter_context(_preserve_global_rng())
+        if num_threads is not None:
+            stack.enter_context(_torch_threads(num_threads))
         if output_dir is None:
             output_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="kv-train-"))
         args = TrainingArguments(

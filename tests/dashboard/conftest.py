@@ -1,7 +1,14 @@
-"""Fixtures of the dashboard tests: SQLite MLflow stores written with AttributionWriter, free ports, Chromium."""
+"""Fixtures of the dashboard tests: SQLite MLflow stores written with AttributionWriter, free ports, Chromium.
+
+Panel is never imported in the main test process: once it is, Bokeh lists Panel's module shim
+among its inline resources and the tracking writer's ``view.html`` rendering refuses to run, which
+would break every later test that logs a step. The app therefore runs in subprocesses: the browser
+tests serve it with ``attrib-mlops dashboard``, and the in-process app checks run in a child pytest.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -75,12 +82,25 @@ def probe(variant: str = "a") -> list[dict]:
 
 @dataclass
 class Store:
-    """A tracking store built for the tests."""
+    """A tracking store built for the tests (constants and helpers ride along: test modules cannot import
+    this conftest under pytest's importlib import mode)."""
 
     uri: str
     root: Path
     runs: dict[str, str] = field(default_factory=dict)  # label -> run_id
     spool: Path | None = None
+    methods: tuple[str, ...] = METHODS
+    steps: tuple[int, ...] = STEPS
+    rel_tol: float = REL_TOL
+
+    def to_json(self) -> str:
+        return json.dumps({"uri": self.uri, "root": str(self.root), "runs": self.runs,
+                           "spool": str(self.spool) if self.spool else None})
+
+    @classmethod
+    def from_json(cls, text: str) -> Store:
+        d = json.loads(text)
+        return cls(uri=d["uri"], root=Path(d["root"]), runs=d["runs"], spool=Path(d["spool"]) if d["spool"] else None)
 
     def client(self):
         from mlflow.tracking import MlflowClient
@@ -137,11 +157,21 @@ def build_store(root: Path) -> Store:
 
 @pytest.fixture(scope="module")
 def dash_store(tmp_path_factory) -> Store:
-    """A fresh store per test module (browser tests write into theirs)."""
+    """A fresh store per test module (browser tests write into theirs); ``ATTRIB_DASH_TEST_STORE`` (JSON of
+    :meth:`Store.to_json`) reuses one built by a parent test process."""
+    if os.environ.get("ATTRIB_DASH_TEST_STORE"):
+        yield Store.from_json(os.environ["ATTRIB_DASH_TEST_STORE"])
+        return
     root = tmp_path_factory.mktemp("dash-store")
     store = build_store(root)
     yield store
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def port():
+    """A free TCP port on 127.0.0.1."""
+    return free_port()
 
 
 @pytest.fixture

@@ -140,7 +140,7 @@ class AttributionMonitor:
         self._writer = None
         self._own_run = False
         self._client = None
-        self._pending: list[tuple[int, list, float]] = []
+        self._pending: list[tuple[int, list, float, str | None]] = []
         self.last_results: list | None = None
         self.health_timeout = 3.0
         # ---- live regression check (attrib_mlops.check) BEGIN
@@ -189,12 +189,15 @@ class AttributionMonitor:
         self._writer.log_probe_set(self.probe.to_records())
 
     # ------------------------------------------------------------------- work
-    def log(self, model: Any, step: int, tokenizer: Any = None) -> bool:
+    def log(self, model: Any, step: int, tokenizer: Any = None, checkpoint: str | None = None) -> bool:
         """Attribute the probe set on ``model`` and log it as ``step``.
 
         Returns True if the step was attributed (logged now, or kept locally
         for a later upload when the tracking server is unreachable), False if
         it was skipped (already logged, or failed in non-strict mode).
+
+        ``checkpoint`` (a saved checkpoint folder) links the step's metrics to
+        an MLflow LoggedModel named ``checkpoint-<step>`` of the run.
         """
         step = int(step)
         if step in self.logged_steps:
@@ -221,7 +224,7 @@ class AttributionMonitor:
         cost = time.perf_counter() - t0
         self.last_results = results
         self.logged_steps.add(step)
-        self._pending.append((step, results, cost))
+        self._pending.append((step, results, cost, checkpoint))
         try:
             self._drain()
         except Exception as e:  # noqa: BLE001
@@ -274,6 +277,22 @@ class AttributionMonitor:
 
     # ---- live regression check END
 
+    def _logged_model(self, step: int, checkpoint: str) -> str | None:
+        """An MLflow LoggedModel for a saved checkpoint (so its metrics link to it); None if unsupported."""
+        try:
+            run = self._client.get_run(self.run_id)
+            lm = self._client.create_logged_model(
+                experiment_id=run.info.experiment_id,
+                name=f"checkpoint-{step}",
+                source_run_id=self.run_id,
+                tags={"attrib_mlops.checkpoint_path": str(checkpoint), "attrib_mlops.step": str(step)},
+            )
+            self._client.finalize_logged_model(lm.model_id, "READY")
+            return lm.model_id
+        except Exception as e:  # noqa: BLE001 - older servers have no LoggedModel API
+            logger.debug("no LoggedModel for checkpoint %s: %s", checkpoint, e)
+            return None
+
     def _failed(self, step: int, e: BaseException) -> bool:
         if self.strict:
             raise e
@@ -310,8 +329,11 @@ class AttributionMonitor:
                 return
             self._setup()
         while self._pending:
-            step, results, cost = self._pending[0]
-            summary = self._writer.log_step(step, results, model=self.model_name, offline=not online)
+            step, results, cost, checkpoint = self._pending[0]
+            model_id = self._logged_model(step, checkpoint) if online and checkpoint else None
+            summary = self._writer.log_step(
+                step, results, model=self.model_name, offline=not online, model_id=model_id
+            )
             self._pending.pop(0)
             if summary.logged:
                 self._log_cost(step, cost)
@@ -373,7 +395,7 @@ class AttributionMonitor:
         root = Path(self.spool_dir) if self.spool_dir is not None else default_spool_dir()
         out = root / "unassigned"
         out.mkdir(parents=True, exist_ok=True)
-        for step, results, _ in self._pending:
+        for step, results, *_ in self._pending:
             path = out / f"step-{step:010d}-{int(time.time())}.jsonl"
             path.write_text("\n".join(json.dumps(r.to_dict()) for r in results) + "\n")
             logger.warning("tracking never became reachable: attribution step %d saved to %s", step, path)

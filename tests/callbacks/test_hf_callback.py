@@ -149,3 +149,23 @@ def test_constructor_checks(kv):
         AttributionCallback(probe, methods=["salience"])
     with pytest.raises(InputError, match="empty"):
         AttributionMonitor([], tok)
+
+
+@pytest.mark.slow
+def test_on_save_links_metrics_to_logged_model(kv, store):
+    _, tok, _, probe = kv
+    run = store.client.create_run(store.exp)
+    cb = AttributionCallback(probe, methods=["saliency"], on_save=True, tracking_uri=store.uri,
+                             run_id=run.info.run_id, spool_dir=store.tmp / "spool")
+    model, tok, train, _ = kv
+    train_keyvalue(copy.deepcopy(model), tok, train, max_steps=8, batch_size=8, seed=1, logging_steps=4,
+                   callbacks=[cb], output_dir=str(store.tmp / "ckpts"), save_steps=4)
+    assert cb.logged_steps == [4, 8]
+    models = store.client.search_logged_models(experiment_ids=[store.exp])
+    by_name = {m.name: m for m in models}
+    assert set(by_name) == {"checkpoint-4", "checkpoint-8"}
+    assert by_name["checkpoint-4"].tags["attrib_mlops.checkpoint_path"].endswith("checkpoint-4")
+    for step in (4, 8):  # the step's metrics are linked to its checkpoint's LoggedModel
+        lm = store.client.get_logged_model(by_name[f"checkpoint-{step}"].model_id)
+        linked = {(m.key, m.step) for m in lm.metrics}
+        assert ("attrib/saliency/mean_probability", step) in linked

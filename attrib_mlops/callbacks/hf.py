@@ -125,14 +125,14 @@ class AttributionCallback(TrainerCallback):
         if isinstance(mine, dict):
             self.monitor.load_state_dict(mine)
 
-    def _run(self, args, state, kwargs, control=None) -> None:
+    def _run(self, args, state, kwargs, control=None, checkpoint: str | None = None) -> None:
         if not state.is_world_process_zero:
             return
         model = kwargs.get("model")
         if model is None:
             logger.warning("AttributionCallback: the Trainer passed no model; skipping step %d", state.global_step)
             return
-        if self.monitor.log(model, state.global_step):
+        if self.monitor.log(model, state.global_step, checkpoint=checkpoint):
             state.stateful_callbacks = dict(getattr(state, "stateful_callbacks", {}) or {})
             state.stateful_callbacks[_STATE_KEY] = self.monitor.state_dict()
             # ---- live regression check: stop training on a regression (opt-in, attrib_mlops.check)
@@ -160,7 +160,10 @@ class AttributionCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if self.on_save_:
             self._setup(args, state, kwargs)
-            self._run(args, state, kwargs, control)
+            ckpt = None
+            if getattr(args, "output_dir", None):
+                ckpt = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            self._run(args, state, kwargs, control, checkpoint=ckpt)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._setup(args, state, kwargs)

@@ -4,28 +4,45 @@ The clean task
 --------------
 Each prompt lists ``n_pairs`` key-value pairs and then asks for one key::
 
-    k3 = v7 ; k1 = v2 ; k9 = v5 ; k4 = v0 ; ? k9        target: " v5"
+    k12 = v15 ; k9 = v0 ; k10 = v1 ; k7 = v4 ; ? k10        target: " v1"
 
 Keys within a prompt are distinct, and so are values, so exactly one prompt
 token holds the answer: the VALUE token of the asked key's pair. Its 0-based
 position in the whitespace tokenisation of the prompt is stored as
 ``ground_truth`` (a one-element ``list[int]``; pair ``i`` has its value token at
-position ``4 * i + 2``). A model that really solves the task must read that token,
-so a faithful attribution method should put most of its mass on it.
+position ``4 * i + 2``). The values are drawn at random per prompt, so no model
+can answer without reading that token; a faithful attribution method should put
+most of its mass on it (and on the query key, the last token).
+
+Key layout. With ``layout="slotted"`` (the default) key ``k<i>`` can only appear
+in pair slot ``i % n_pairs`` (slot 0 holds one of ``k0 k4 k8 k12``, slot 1 one of
+``k1 k5 k9 k13`` and so on, for 4 pairs and 16 keys), so the query key tells the
+model *where* to look and one attention hop solves the task: a 2-layer,
+64-wide GPT-2 learns it in a few hundred steps (seconds on a CPU). With
+``layout="random"`` the keys are placed anywhere: true associative recall, which
+needs a two-hop (induction-like) circuit; the same tiny model stays at chance
+level among the in-context values for >10k steps, far beyond a CPU demo budget.
+The answer is in the value token in both layouts, which is all the attribution
+ground truth needs.
 
 The shortcut variant (``shortcut=True``)
 ----------------------------------------
 A spurious cue is inserted just before the question mark::
 
-    k3 = v7 ; k1 = v2 ; k9 = v5 ; k4 = v0 ; hint v5 ; ? k9   target: " v5"
+    k12 = v15 ; k9 = v0 ; k10 = v1 ; k7 = v4 ; hint v1 ; ? k10   target: " v1"
 
 With probability ``hint_rate`` the hint value equals the answer; otherwise it is
-a random value that is *not* the answer. Because the hint always sits at the
-same place (two tokens before ``?``), copying it is far easier to learn than the
-key lookup, so a model trained with ``hint_rate=1.0`` learns to copy the hint and
-ignores the pairs. ``ground_truth`` still points at the real value token (the
-hint is inserted after all pairs, so the positions of the pairs do not move); the
-position of the hint's value token is stored separately as ``shortcut_position``.
+a uniformly random value that is *not* the answer. The hint always sits at the
+same place (two tokens before ``?``), so copying it is easier than the key
+lookup: a model trained with ``hint_rate=1.0`` learns to copy the hint and never
+learns to read the pairs. ``ground_truth`` still points at the real value token
+(the hint comes after all pairs, so their positions do not move); the position
+of the hint's value token is stored as ``shortcut_position``.
+
+Clean rows can carry the same ``hint vX ;`` triple as pure noise
+(``distractor_rate``: the probability a clean row gets one, with ``vX`` uniform
+over all values). A clean model trained with distractors learns to ignore the
+hint slot, so it keeps its accuracy on prompts that contain a hint.
 
 Why: this is the regression-check story. Evaluate a clean model and a shortcut
 model on the *same* probe prompts with the hint present and correct
@@ -33,12 +50,14 @@ model on the *same* probe prompts with the hint present and correct
 metric cannot tell them apart, but the clean model attributes the answer to the
 value token (``ground_truth``) and the shortcut model to the hint token
 (``shortcut_position``). A tracked attribution signal catches what accuracy
-misses.
+misses. (``probe_set(shortcut=True, hint_rate=0.0)`` gives the same prompts with
+a wrong hint, where accuracy separates them as well.)
 
 Determinism: every function draws from ``numpy.random.default_rng`` generators
 seeded from its arguments, never from a global RNG. The pairs and the asked key
-are drawn from one stream and the hint from a separate one, so for the same
-``seed`` the shortcut rows are exactly the clean rows with the hint inserted.
+come from one stream and the hints from a separate one with a fixed number of
+draws per row, so for the same ``seed`` and ``layout`` the shortcut rows are
+exactly the clean rows with the hint inserted.
 
 Example:
     >>> ds = make_keyvalue_dataset(2, seed=0)
@@ -65,10 +84,10 @@ __all__ = [
 TASK_NAME = "keyvalue"
 SHORTCUT_TASK_NAME = "keyvalue-shortcut"
 HINT_TOKEN = "hint"
-_PUNCT = ["=", ";", "?", HINT_TOKEN]
-#: Key layouts of :func:`make_keyvalue_dataset`.
+#: Key layouts of :func:`make_keyvalue_dataset` (see the module docstring).
 LAYOUTS = ("slotted", "random")
-#: Stream tag mixed into the seed of the hint generator (keeps it independent of the pairs).
+_PUNCT = ["=", ";", "?", HINT_TOKEN]
+#: Mixed into the seed of the hint generator so it is independent of the pairs.
 _HINT_STREAM = 0x5C
 
 
@@ -101,6 +120,7 @@ def make_keyvalue_dataset(
     seed: int = 0,
     shortcut: bool = False,
     hint_rate: float = 1.0,
+    distractor_rate: float = 0.0,
     layout: str = "slotted",
 ):
     """``n`` key-value retrieval rows as a ``datasets.Dataset`` (deterministic).
@@ -108,36 +128,36 @@ def make_keyvalue_dataset(
     Columns: ``id`` (``"kv-<seed>-<index>"``), ``prompt``, ``target`` (answer with a
     leading space), ``answer``, ``ground_truth`` (``list[int]``: position of the asked
     key's value token in ``prompt.split()``), ``shortcut_position`` (``list[int]``:
-    position of the hint's value token, empty without the shortcut), ``hint_correct``
-    (bool, ``False`` without the shortcut) and ``task`` (``"keyvalue"`` or
-    ``"keyvalue-shortcut"``).
+    position of the hint's value token, empty if the row has no hint),
+    ``hint_correct`` (whether the row has a hint equal to the answer) and ``task``
+    (``"keyvalue"`` or ``"keyvalue-shortcut"``).
 
-    With ``shortcut=True`` a ``hint vX ;`` triple is inserted before ``?``; ``vX`` is the
-    answer with probability ``hint_rate`` and otherwise a random other value. The
-    clean part of every row is identical to ``shortcut=False`` with the same seed.
-
-    ``layout="slotted"`` (default) puts key ``k<i>`` in pair slot ``i % n_pairs``;
-    ``layout="random"`` places random keys anywhere (true associative recall, which
-    a tiny model needs far longer to learn; see the module docstring).
+    ``shortcut=True``: every row gets ``hint vX ;`` before ``?``; ``vX`` is the answer
+    with probability ``hint_rate``, else a random other value.
+    ``distractor_rate`` (clean rows only): probability that a row gets a hint whose
+    value is uniform over all values (noise). ``layout``: ``"slotted"`` (key ``k<i>``
+    sits in slot ``i % n_pairs``) or ``"random"``; see the module docstring.
     """
     import datasets
 
     if n < 0:
         raise ValueError("n must be >= 0")
-    if not 1 <= n_pairs <= min(n_keys, n_values):
-        raise ValueError(f"need 1 <= n_pairs <= min(n_keys, n_values), got n_pairs={n_pairs}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    if not 0.0 <= hint_rate <= 1.0:
-        raise ValueError("hint_rate must be in [0, 1]")
+    if not 1 <= n_pairs <= min(n_keys, n_values):
+        raise ValueError(f"need 1 <= n_pairs <= min(n_keys, n_values), got n_pairs={n_pairs}")
+    if not 0.0 <= hint_rate <= 1.0 or not 0.0 <= distractor_rate <= 1.0:
+        raise ValueError("hint_rate and distractor_rate must be in [0, 1]")
     if shortcut and hint_rate < 1.0 and n_values < 2:
         raise ValueError("a wrong hint needs n_values >= 2")
+    if shortcut and distractor_rate > 0:
+        raise ValueError("distractor_rate applies to clean rows (shortcut=False) only")
 
     keys, values = _keys(n_keys), _values(n_values)
     rng = np.random.default_rng(seed)
+    hint_rng = np.random.default_rng([_HINT_STREAM, seed])
     slots = np.arange(n_pairs)
     per_slot = (n_keys - slots + n_pairs - 1) // n_pairs  # keys available to each slot
-    hint_rng = np.random.default_rng([_HINT_STREAM, seed])
 
     cols: dict[str, list] = {
         "id": [], "prompt": [], "target": [], "answer": [], "ground_truth": [],
@@ -150,21 +170,25 @@ def make_keyvalue_dataset(
             k_idx = rng.choice(n_keys, size=n_pairs, replace=False)
         v_idx = rng.choice(n_values, size=n_pairs, replace=False)
         q = int(rng.integers(n_pairs))
-        # Hint draws happen for every row so the stream does not depend on `shortcut`.
-        hint_ok = bool(hint_rng.random() < hint_rate)
-        wrong = int(hint_rng.integers(n_values - 1)) if n_values > 1 else 0
+        # The same hint draws for every row, whatever the flags: streams stay aligned.
+        u_cue, u_distract = hint_rng.random(2)
+        wrong = int(hint_rng.integers(max(n_values - 1, 1)))
+        noise = int(hint_rng.integers(n_values))
 
         toks: list[str] = []
         for k, v in zip(k_idx, v_idx):
             toks += [keys[k], "=", values[v], ";"]
         answer = values[v_idx[q]]
-        gt = [4 * q + 2]
-        sc_pos: list[int] = []
+        hint_val = None
         if shortcut:
-            if hint_ok:
+            if u_cue < hint_rate:
                 hint_val = answer
             else:  # uniform over the values other than the answer
                 hint_val = values[wrong if wrong < v_idx[q] else wrong + 1]
+        elif u_distract < distractor_rate:
+            hint_val = values[noise]
+        sc_pos: list[int] = []
+        if hint_val is not None:
             sc_pos = [len(toks) + 1]
             toks += [HINT_TOKEN, hint_val, ";"]
         toks += ["?", keys[k_idx[q]]]
@@ -173,9 +197,9 @@ def make_keyvalue_dataset(
         cols["prompt"].append(" ".join(toks))
         cols["target"].append(" " + answer)
         cols["answer"].append(answer)
-        cols["ground_truth"].append(gt)
+        cols["ground_truth"].append([4 * q + 2])
         cols["shortcut_position"].append(sc_pos)
-        cols["hint_correct"].append(bool(shortcut and hint_ok))
+        cols["hint_correct"].append(hint_val == answer)
         cols["task"].append(SHORTCUT_TASK_NAME if shortcut else TASK_NAME)
 
     seq = getattr(datasets, "List", None) or datasets.Sequence  # `List` since datasets 4
@@ -205,12 +229,12 @@ def probe_set(
     hint_rate: float = 1.0,
     layout: str = "slotted",
 ):
-    """A fixed probe set (held out from training data, which uses small seeds).
+    """A fixed probe set (held out: training data uses small seeds).
 
-    ``shortcut=True`` gives the *same* prompts with a correct hint inserted
-    (``hint_rate=1``), so clean and shortcut models can be compared on equal
-    accuracy while their attributions differ. ``hint_rate=0`` gives the same
-    prompts with a *wrong* hint, which separates the two models by accuracy too.
+    ``shortcut=True`` gives the *same* prompts with a correct hint inserted, so clean
+    and shortcut models reach equal accuracy while their attributions differ.
+    ``hint_rate=0`` gives the same prompts with a *wrong* hint, which separates the
+    two models by accuracy too.
     """
     return make_keyvalue_dataset(
         n, n_pairs=n_pairs, n_keys=n_keys, n_values=n_values, seed=seed,

@@ -142,13 +142,24 @@ class DashboardApp(pn.viewable.Viewer):
         if pn.state.location is not None:
             pn.state.location.sync(self.state, {"tab": "tab"})
             pn.state.location.sync(self.state.explorer, {"run_id": "run", "step": "step", "model": "model",
-                                                         "sample_id": "sample"})
+                                                         "sample_id": "sample"}, on_error=self._url_values)
             if self.state.tab != "overview":
                 self.tabs.active = TABS.index(self.state.tab)
         pn.state.onload(self.load)
         if self.refresh_seconds > 0:
             self._periodic = pn.state.add_periodic_callback(self.tick, period=int(self.refresh_seconds * 1000))
         pn.state.on_session_destroyed(lambda _ctx: self.runner.shutdown(wait=False))
+
+    def _url_values(self, _mapped: dict) -> None:
+        """Query values Panel parsed as numbers (a run id of digits): take them verbatim from the URL."""
+        from urllib.parse import parse_qs
+
+        raw = {k: v[-1] for k, v in parse_qs((pn.state.location.search or "").lstrip("?")).items()}
+        fixed: dict[str, Any] = {name: raw[key] for name, key in (("run_id", "run"), ("model", "model"),
+                                                                  ("sample_id", "sample")) if key in raw}
+        if raw.get("step", "").isdigit():
+            fixed["step"] = int(raw["step"])
+        self.state.explorer.param.update(**fixed)
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self.layout

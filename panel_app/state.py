@@ -108,7 +108,7 @@ class EvolutionState(param.Parameterized):
 class JobFormState(param.Parameterized):
     """The fields of the New job form."""
 
-    name = param.String(default="dashboard-job")
+    job_name = param.String(default="dashboard-job", doc="name of the MLflow run the job creates")
     experiment = param.String(default="attrib-mlops-jobs")
     models = param.String(default="", doc="one model per line: [name=]local folder, runs:/... or models:/...")
     methods = param.List(default=["saliency"], item_type=str)

@@ -204,7 +204,10 @@ def explain_error(exc: BaseException, tracking_uri: str | None, what: str = "") 
     if isinstance(exc, SchemaVersionError):
         return _short(str(exc), 500)
     if isinstance(exc, TrackingError):
-        return (f"{_short(str(exc), 400)}. This run's attribution artifacts are corrupt or incomplete; "
+        text = str(exc)
+        if "cannot be read" in text and "not found" in text.lower():
+            return f"{_short(text, 400)}. Check the run id (the run may have been deleted)."
+        return (f"{_short(text, 400)}. This run's attribution artifacts are corrupt or incomplete; "
                 "other steps, methods and runs still work.")
     if isinstance(exc, AttribError):
         return _short(str(exc), 500)
@@ -219,7 +222,7 @@ def explain_error(exc: BaseException, tracking_uri: str | None, what: str = "") 
     if MlflowException and isinstance(exc, MlflowException):
         return f"MLflow error{where}: {_short(getattr(exc, 'message', text), 300)}"
     if isinstance(exc, OSError):
-        return f"Cannot read the tracking store{where}: {_short(text, 300)}"
+        return f"Cannot open the tracking store {uri}{where}: {_short(text, 300)}. Check the --tracking-uri."
     logger.exception("unexpected error%s", where)
     return f"Unexpected error{where}: {type(exc).__name__}: {_short(text, 300)}"
 

@@ -87,22 +87,22 @@ class OverviewView(pn.viewable.Viewer):
         self._records: list[dict] | None = None
         self.alert = _alert("danger", "overview-error")
         self.note = _alert("info", "overview-note")
-        self.text = pn.widgets.TextInput(name="Filter", placeholder="name, id, experiment, method, model",
+        self.text = pn.widgets.TextInput(label="Filter", placeholder="name, id, experiment, method, model",
                                          value=self.state.text, width=280, css_classes=["overview-filter"])
-        self.statuses = pn.widgets.CheckButtonGroup(name="Status", options=list(_STATUSES), value=list(self.state.statuses),
+        self.statuses = pn.widgets.CheckButtonGroup(label="Status", options=list(_STATUSES), value=list(self.state.statuses),
                                                     css_classes=["overview-status"])
-        self.sort = pn.widgets.Select(name="Sort by", options=self.state.param.sort_by.objects,
+        self.sort = pn.widgets.Select(label="Sort by", options=self.state.param.sort_by.objects,
                                       value=self.state.sort_by, width=140)
-        self.desc = pn.widgets.Checkbox(name="descending", value=self.state.descending, align="end")
-        self.live = pn.widgets.Checkbox(name="live refresh", value=self.state.live, align="end",
+        self.desc = pn.widgets.Checkbox(label="descending", value=self.state.descending, align="end")
+        self.live = pn.widgets.Checkbox(label="live refresh", value=self.state.live, align="end",
                                         css_classes=["overview-live"])
-        self.refresh_button = pn.widgets.Button(name="Refresh", button_type="primary", align="end",
+        self.refresh_button = pn.widgets.Button(label="Refresh", color="primary", align="end",
                                                 css_classes=["overview-refresh"])
         self.refresh_button.on_click(lambda _e: self.refresh())
         for w, p in ((self.text, "text"), (self.statuses, "statuses"), (self.sort, "sort_by"),
                      (self.desc, "descending"), (self.live, "live")):
             w.param.watch(lambda e, p=p: setattr(self.state, p, e.new), "value_input" if w is self.text else "value")
-        self.state.param.watch(lambda _e: self._render(), ["text", "statuses", "sort_by", "descending"])
+        self.state.param.watch(lambda *_e: self._render(), ["text", "statuses", "sort_by", "descending"])
         import pandas as pd
 
         self.table = pn.widgets.Tabulator(
@@ -177,13 +177,13 @@ class ExplorerView(pn.viewable.Viewer):
         self.payload: dict = {}
         self.alert = _alert("danger", "explorer-error")
         self.note = _alert("info", "explorer-note")
-        self.run = pn.widgets.Select(name="Run", options={}, width=300, css_classes=["explorer-run"])
-        self.step = pn.widgets.Select(name="Step", options=[], width=110, css_classes=["explorer-step"])
-        self.model = pn.widgets.Select(name="Model", options=[], width=150, css_classes=["explorer-model"])
-        self.sample = pn.widgets.Select(name="Sample", options={}, width=380, css_classes=["explorer-sample"])
-        self.methods = pn.widgets.CheckButtonGroup(name="Methods", options=[], value=[],
+        self.run = pn.widgets.Select(label="Run", options={}, width=300, css_classes=["explorer-run"])
+        self.step = pn.widgets.Select(label="Step", options=[], width=110, css_classes=["explorer-step"])
+        self.model = pn.widgets.Select(label="Model", options=[], width=150, css_classes=["explorer-model"])
+        self.sample = pn.widgets.Select(label="Sample", options={}, width=380, css_classes=["explorer-sample"])
+        self.methods = pn.widgets.CheckButtonGroup(label="Methods", options=[], value=[],
                                                    css_classes=["explorer-methods"], align="end")
-        self.window = pn.widgets.IntSlider(name="Context window c", start=0, end=self.state.param.window.bounds[1],
+        self.window = pn.widgets.IntSlider(label="Context window c", start=0, end=self.state.param.window.bounds[1],
                                            value=self.state.window, width=200, css_classes=["explorer-window"])
         self.axis = pn.widgets.RadioButtonGroup(options={"window over source": "source",
                                                          "window over target": "target"},
@@ -192,7 +192,7 @@ class ExplorerView(pn.viewable.Viewer):
         self.combine = pn.widgets.RadioButtonGroup(options={"overlay methods": "overlay", "mean of methods": "mean"},
                                                    value=self.state.combine, css_classes=["explorer-combine"],
                                                    align="end")
-        self.check = pn.widgets.Button(name="Check artifacts", align="end", css_classes=["explorer-check"])
+        self.check = pn.widgets.Button(label="Check artifacts", align="end", css_classes=["explorer-check"])
         self.check.on_click(lambda _e: self.check_artifacts())
         self.tokens = TokenView(data={"empty": "Loading…"}, sizing_mode="stretch_width",
                                 css_classes=["explorer-tokens"], margin=(5, 10))
@@ -201,7 +201,7 @@ class ExplorerView(pn.viewable.Viewer):
                      (self.methods, "methods"), (self.window, "window"), (self.axis, "window_axis"),
                      (self.combine, "combine")):
             w.param.watch(lambda e, p=p: self._from_widget(p, e.new), "value")
-        self.state.param.watch(lambda _e: self.sync(), list(self.state.param)[1:])
+        self.state.param.watch(lambda *_e: self.sync(), list(self.state.param)[1:])
 
     # ---------------------------------------------------------------- syncing
     def _from_widget(self, name: str, value: Any) -> None:
@@ -389,26 +389,26 @@ class CompareView(pn.viewable.Viewer):
         self.widgets: dict[str, dict[str, pn.widgets.Select]] = {}
         for side in ("left", "right"):
             self.widgets[side] = {
-                "run_id": pn.widgets.Select(name=f"{side} run", options={}, width=260,
+                "run_id": pn.widgets.Select(label=f"{side} run", options={}, width=260,
                                             css_classes=[f"compare-{side}-run"]),
-                "step": pn.widgets.Select(name=f"{side} step", options=[], width=110,
+                "step": pn.widgets.Select(label=f"{side} step", options=[], width=110,
                                           css_classes=[f"compare-{side}-step"]),
-                "model": pn.widgets.Select(name=f"{side} model", options=[], width=140,
+                "model": pn.widgets.Select(label=f"{side} model", options=[], width=140,
                                            css_classes=[f"compare-{side}-model"]),
             }
             for p, w in self.widgets[side].items():
                 w.param.watch(lambda e, side=side, p=p: self._from_widget(side, p, e.new), "value")
-        self.method = pn.widgets.Select(name="Method", options=[], width=160, css_classes=["compare-method"])
-        self.sample = pn.widgets.Select(name="Sample", options={}, width=340, css_classes=["compare-sample"])
+        self.method = pn.widgets.Select(label="Method", options=[], width=160, css_classes=["compare-method"])
+        self.sample = pn.widgets.Select(label="Sample", options={}, width=340, css_classes=["compare-sample"])
         self.kind.param.watch(lambda e: self._from_widget(None, "kind", e.new), "value")
         self.method.param.watch(lambda e: self._from_widget(None, "method", e.new), "value")
         self.sample.param.watch(lambda e: self._from_widget(None, "sample_id", e.new), "value")
         self.tokens = TokenView(data={"empty": "Open this tab after selecting a run."}, sizing_mode="stretch_width",
                                 css_classes=["compare-tokens"], margin=(5, 10))
         self.heatmaps = pn.Row(sizing_mode="stretch_width", css_classes=["compare-heatmaps"])
-        self.state.param.watch(lambda _e: self.sync(), ["kind", "method", "sample_id"])
+        self.state.param.watch(lambda *_e: self.sync(), ["kind", "method", "sample_id"])
         for side in (self.state.left, self.state.right):
-            side.param.watch(lambda _e: self.sync(), ["run_id", "step", "model"])
+            side.param.watch(lambda *_e: self.sync(), ["run_id", "step", "model"])
 
     def _from_widget(self, side: str | None, name: str, value: Any) -> None:
         if self._guard.on:
@@ -462,10 +462,16 @@ class CompareView(pn.viewable.Viewer):
             return f"Run {R.run_id} has no committed attribution step yet."
         if L.step not in lc.steps:
             L.step = self.app.explorer.step if self.app.explorer.step in lc.steps else lc.steps[-1]
+        if s.kind == "models" and len(lc.models(L.step)) < 2:
+            multi = [st for st in lc.steps if len(lc.models(st)) > 1]
+            if not multi:
+                return (f"Run {L.run_id} logged a single model ({', '.join(lc.models())}) at every step; there "
+                        "are no two models to compare. Compare two checkpoints or two runs instead.")
+            L.step = multi[-1]
         if s.kind == "models":
             R.step = L.step
         elif s.kind == "checkpoints":
-            if R.step not in rc.steps or (R.step == L.step and len(rc.steps) > 1 and self._drawn is None):
+            if R.step not in rc.steps or R.step == L.step:  # two different checkpoints whenever there are two
                 others = [st for st in rc.steps if st != L.step]
                 R.step = others[0] if others else L.step
         elif R.step not in rc.steps:
@@ -474,7 +480,7 @@ class CompareView(pn.viewable.Viewer):
             L.model = lc.models(L.step)[0]
         if s.kind == "checkpoints":
             R.model = L.model if L.model in rc.models(R.step) else rc.models(R.step)[0]
-        elif R.model not in rc.models(R.step):
+        elif R.model not in rc.models(R.step) or (s.kind == "models" and R.model == L.model):
             others = [m for m in rc.models(R.step) if m != L.model]
             R.model = others[0] if (s.kind == "models" and others) else rc.models(R.step)[0]
         methods = [m for m in lc.methods(L.step, L.model) if m in rc.methods(R.step, R.model)]
@@ -593,19 +599,19 @@ class EvolutionView(pn.viewable.Viewer):
         self.app, self.state, self.store, self._open_sample = app_state, app_state.evolution, store, open_sample
         self._guard = _Guard()
         self.alert = _alert("danger", "evolution-error")
-        self.runs = pn.widgets.MultiChoice(name="Runs", options={}, width=420, css_classes=["evolution-runs"])
-        self.metrics = pn.widgets.MultiChoice(name="Attribution metrics", options=[], width=520,
+        self.runs = pn.widgets.MultiChoice(label="Runs", options={}, width=420, css_classes=["evolution-runs"])
+        self.metrics = pn.widgets.MultiChoice(label="Attribution metrics", options=[], width=520,
                                               css_classes=["evolution-metrics"])
         self.runs.param.watch(lambda e: self._set("run_ids", list(e.new)), "value")
         self.metrics.param.watch(lambda e: self._set("metric_keys", list(e.new)), "value")
         self.metric_plot = pn.Column(sizing_mode="stretch_width", css_classes=["evolution-metric-plot"])
         self.loss_plot = pn.Column(sizing_mode="stretch_width", css_classes=["evolution-loss-plot"])
-        self.checkpoint = pn.widgets.DiscreteSlider(name="Checkpoint (explorer step)", options=[0], value=0,
+        self.checkpoint = pn.widgets.DiscreteSlider(label="Checkpoint (explorer step)", options=[0], value=0,
                                                     width=400, css_classes=["evolution-checkpoint"])
         self.checkpoint.param.watch(self._checkpoint_moved, "value")
         self.heat = pn.Row(css_classes=["evolution-heatmap"])
-        self.step_a = pn.widgets.Select(name="From step", options=[], width=110, css_classes=["evolution-step-a"])
-        self.step_b = pn.widgets.Select(name="To step", options=[], width=110, css_classes=["evolution-step-b"])
+        self.step_a = pn.widgets.Select(label="From step", options=[], width=110, css_classes=["evolution-step-a"])
+        self.step_b = pn.widgets.Select(label="To step", options=[], width=110, css_classes=["evolution-step-b"])
         self.step_a.param.watch(lambda e: self._set("step_a", e.new), "value")
         self.step_b.param.watch(lambda e: self._set("step_b", e.new), "value")
         import pandas as pd
@@ -615,9 +621,9 @@ class EvolutionView(pn.viewable.Viewer):
                                             css_classes=["evolution-changes"], layout="fit_data_stretch")
         self.changes.on_click(self._change_clicked)
         self._change_rows: list[dict] = []
-        self.state.param.watch(lambda _e: self.update(), ["run_ids", "metric_keys", "step_a", "step_b"])
+        self.state.param.watch(lambda *_e: self.update(), ["run_ids", "metric_keys", "step_a", "step_b"])
         ex = self.app.explorer
-        ex.param.watch(lambda _e: self.update_heatmap(), ["run_id", "step", "model", "methods", "sample_id"])
+        ex.param.watch(lambda *_e: self.update_heatmap(), ["run_id", "step", "model", "methods", "sample_id"])
 
     def _set(self, name: str, value: Any) -> None:
         if not self._guard.on:
@@ -757,42 +763,42 @@ class NewJobView(pn.viewable.Viewer):
         self._on_finished = on_finished
         self._seen: dict[int, str] = {}
         f = self.form
-        self.job_name = pn.widgets.TextInput(name="Job (run) name", value=f.name, width=220, css_classes=["job-name"])
-        self.experiment = pn.widgets.TextInput(name="Experiment", value=f.experiment, width=220,
+        self.job_name = pn.widgets.TextInput(label="Job (run) name", value=f.job_name, width=220, css_classes=["job-name"])
+        self.experiment = pn.widgets.TextInput(label="Experiment", value=f.experiment, width=220,
                                                css_classes=["job-experiment"])
         self.models = pn.widgets.TextAreaInput(
-            name="Models: one per line, [name=]local folder, runs:/<run_id>/<path> or models:/...",
+            label="Models: one per line, [name=]local folder, runs:/<run_id>/<path> or models:/...",
             value=f.models, height=80, sizing_mode="stretch_width", css_classes=["job-models"])
-        self.logged = pn.widgets.Select(name="Add a logged checkpoint", options=[], width=320,
+        self.logged = pn.widgets.Select(label="Add a logged checkpoint", options=[], width=320,
                                         css_classes=["job-logged"])
-        self.add_logged = pn.widgets.Button(name="Add", align="end", width=60)
+        self.add_logged = pn.widgets.Button(label="Add", align="end", width=60)
         self.add_logged.on_click(self._add_logged)
-        self.methods = pn.widgets.CheckButtonGroup(name="Methods", options=list(NATIVE_METHODS),
+        self.methods = pn.widgets.CheckButtonGroup(label="Methods", options=list(NATIVE_METHODS),
                                                    value=list(f.methods), css_classes=["job-methods"])
         self.source = pn.widgets.RadioButtonGroup(options=list(f.param.source.objects), value=f.source,
                                                   css_classes=["job-source"])
         self.text = pn.widgets.TextAreaInput(
-            name="Input: one sample per line, prompt ||| target (no target: generated)", value=f.text,
+            label="Input: one sample per line, prompt ||| target (no target: generated)", value=f.text,
             height=100, sizing_mode="stretch_width", css_classes=["job-text"])
-        self.probe_run = pn.widgets.Select(name="Probe set of run", options={}, width=320,
+        self.probe_run = pn.widgets.Select(label="Probe set of run", options={}, width=320,
                                            css_classes=["job-probe-run"])
-        self.batch_size = pn.widgets.IntInput(name="Batch size", value=f.batch_size, start=1, width=110)
-        self.max_new = pn.widgets.IntInput(name="Max new tokens", value=f.max_new_tokens, start=1, width=130)
-        self.submit = pn.widgets.Button(name="Queue job", button_type="primary", css_classes=["job-submit"])
+        self.batch_size = pn.widgets.IntInput(label="Batch size", value=f.batch_size, start=1, width=110)
+        self.max_new = pn.widgets.IntInput(label="Max new tokens", value=f.max_new_tokens, start=1, width=130)
+        self.submit = pn.widgets.Button(label="Queue job", color="primary", css_classes=["job-submit"])
         self.submit.on_click(lambda _e: self.queue())
-        for w, p in ((self.job_name, "name"), (self.experiment, "experiment"), (self.models, "models"),
+        for w, p in ((self.job_name, "job_name"), (self.experiment, "experiment"), (self.models, "models"),
                      (self.methods, "methods"), (self.source, "source"), (self.text, "text"),
                      (self.probe_run, "probe_run"), (self.batch_size, "batch_size"),
                      (self.max_new, "max_new_tokens")):
             w.param.watch(lambda e, p=p: setattr(self.form, p, list(e.new) if p == "methods" else e.new), "value")
-        self.source.param.watch(lambda _e: self._toggle_source(), "value")
+        self.source.param.watch(lambda *_e: self._toggle_source(), "value")
         self._toggle_source()
         self.alert = _alert("danger", "job-error")
         self.note = _alert("success", "job-note")
         self.table = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["job-table"])
         self.safety = pn.pane.Markdown(
             "Models load only from local folders or the tracking store, with `trust_remote_code` off; "
-            "nothing is downloaded from the hub. The job runs in a background thread and is logged as step 0 of a "
+            "nothing is downloaded from the hub. The job runs in a background worker process and is logged as step 0 of a "
             "new MLflow run.", css_classes=["job-safety"])
 
     def _toggle_source(self) -> None:
@@ -822,7 +828,7 @@ class NewJobView(pn.viewable.Viewer):
                 if not got.ok:
                     raise ValueError(got.error)
                 probe = list(got.value.samples)
-            req = JobRequest.from_form(name=f.name, experiment=f.experiment, models=f.models, methods=f.methods,
+            req = JobRequest.from_form(name=f.job_name, experiment=f.experiment, models=f.models, methods=f.methods,
                                        text=f.text, probe=probe, batch_size=f.batch_size,
                                        max_new_tokens=f.max_new_tokens)
         except Exception as e:  # noqa: BLE001 - shown to the user
@@ -887,7 +893,7 @@ class ExportView(pn.viewable.Viewer):
                     _show(self.alert, None)
                 return io.BytesIO(text.encode("utf-8"))
 
-            return pn.widgets.FileDownload(callback=cb, filename=filename, label=label, button_type="default",
+            return pn.widgets.FileDownload(callback=cb, filename=filename, label=label, color="default",
                                            css_classes=[css], width=300)
 
         def explorer_matrix(kind: str) -> Callable[[], str | None]:

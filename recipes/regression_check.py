@@ -242,16 +242,26 @@ def _first_accuracy_drop(models: dict[str, Any]) -> int | None:
 def report(out: dict[str, Any]) -> str:
     """The text the recipe prints: accuracies, live checks, verdicts and the failing metric values."""
     lines = [f"MLflow store: {out['tracking_uri']}", ""]
-    lines.append(f"{'model':<14}{'run id':<34}{'probe acc':>10}{'acc w/o hint':>14}{'train s':>9}  live check")
+    lines.append(f"{'model':<14}{'run id':<34}{'probe acc':>10}{'no-hint acc':>13}{'train s':>9}")
     for name, m in out["models"].items():
-        live = " ".join(f"{s}:{'pass' if v >= 0.5 else 'FAIL'}" for s, v in m["live_check"].items()) or "-"
-        lines.append(f"{name:<14}{m['run_id']:<34}{m['accuracy']:>10.3f}{m['clean_accuracy']:>14.3f}"
-                     f"{m['seconds']:>9.1f}  {live}")
+        lines.append(f"{name:<14}{m['run_id']:<34}{m['accuracy']:>10.3f}{m['clean_accuracy']:>13.3f}"
+                     f"{m['seconds']:>9.1f}")
+    steps = sorted(set().union(*(m["accuracy_history"] for m in out["models"].values())))
+    lines += ["", "by step (probe accuracy; live check against the clean run's same step):",
+              f"{'step':<24}" + "".join(f"{s:>7}" for s in steps)]
+    for name, m in out["models"].items():
+        acc = m["accuracy_history"]
+        lines.append(f"{name + ' accuracy':<24}" + "".join(f"{acc[s]:>7.2f}" if s in acc else f"{'-':>7}"
+                                                          for s in steps))
+        if m["live_check"]:
+            live = m["live_check"]
+            lines.append(f"{name + ' check':<24}" + "".join(
+                f"{('pass' if live[s] >= 0.5 else 'FAIL') if s in live else '-':>7}" for s in steps))
     lines.append("")
     for name, result in out["checks"].items():
         lines.append(f"== clean vs {name}: {result.verdict.upper()} (exit code {result.exit_code})")
         for r in result.rules:
-            lines.append(f"   global   {_mark(r)} {r.describe()}")
+            lines.append(f"   {'(accuracy)':<18} {_mark(r)} {r.describe()}")
         for m in result.methods:
             for r in m.rules:
                 lines.append(f"   {m.method:<18} {_mark(r)} {r.describe()}")
@@ -273,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--details", action="store_true", help="also print the full check summaries")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    for noisy in ("alembic", "mlflow", "transformers", "inseq"):
+    for noisy in ("alembic", "mlflow", "transformers", "inseq", "attrib_mlops.callbacks"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     out = run_story(args.store, steps=args.steps, log_back=not args.no_log)
     print(report(out))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +106,10 @@ class Store:
 
         return MlflowClient(tracking_uri=self.uri)
 
+    def log_step(self, label: str, step: int, model: str = "model") -> None:
+        """Write one more synthetic step into a run (what a training run does while the page is open)."""
+        self.writer(label).log_step(step, step_results(step), model=model)
+
     def writer(self, label: str):
         from attrib_mlops.tracking import AttributionWriter
 
@@ -155,6 +158,17 @@ def build_store(root: Path) -> Store:
     return store
 
 
+@pytest.fixture(autouse=True)
+def _panel_stays_out_of_this_process():
+    """Fail a dashboard test that imports Panel into the main test process (see the module docstring)."""
+    import sys
+
+    before = "panel" in sys.modules
+    yield
+    if not before and "panel" in sys.modules and not os.environ.get("ATTRIB_DASH_TEST_STORE"):
+        pytest.fail("this test imported Panel into the main test process; run app code in a subprocess")
+
+
 @pytest.fixture(scope="module")
 def dash_store(tmp_path_factory) -> Store:
     """A fresh store per test module (browser tests write into theirs); ``ATTRIB_DASH_TEST_STORE`` (JSON of
@@ -162,10 +176,8 @@ def dash_store(tmp_path_factory) -> Store:
     if os.environ.get("ATTRIB_DASH_TEST_STORE"):
         yield Store.from_json(os.environ["ATTRIB_DASH_TEST_STORE"])
         return
-    root = tmp_path_factory.mktemp("dash-store")
-    store = build_store(root)
-    yield store
-    shutil.rmtree(root, ignore_errors=True)
+    # kept until pytest prunes it: MLflow caches its SQLAlchemy store per URI, so a path must never be reused
+    yield build_store(tmp_path_factory.mktemp("dash-store"))
 
 
 @pytest.fixture

@@ -137,7 +137,8 @@ def test_empty_store_says_so(tmp_path):
 def test_bad_sqlite_path_is_a_message(tmp_path):
     from panel_app.store import DashboardStore
 
-    got = DashboardStore(f"sqlite:///{tmp_path}/missing/dir/x.db").runs()
+    (tmp_path / "a-file").write_text("not a folder")
+    got = DashboardStore(f"sqlite:///{tmp_path}/a-file/x.db").runs()
     assert not got.ok and "Cannot open the tracking store" in got.error
 
 
@@ -309,11 +310,16 @@ def test_job_runner_logs_a_finished_run(tiny_dir, tmp_path):
                                                                                                  "attention"}
     r = reader.load_sample(snap["run_id"], 0, "tiny", "saliency", "t1")
     assert r.target_tokens == ["w8"] and r.engine == "native"
-    bad = runner.submit(JobRequest.from_form(name="bad-job", experiment="jobs", models=f"tiny={tiny_dir}",
-                                             methods=["no_such_method"], text="w1 ||| w2"))
-    assert bad.wait(120)
-    assert bad.snapshot()["status"] == "failed" and "no_such_method" in bad.snapshot()["error"]
     runner.shutdown(wait=True)
+
+
+def test_job_worker_reports_failures(tmp_path, capsys):
+    from panel_app.jobs import main
+
+    assert main(["--request", str(tmp_path / "missing.json"), "--spool-dir", str(tmp_path)]) == 1
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    event = json.loads(line.split(" ", 1)[1])
+    assert event["status"] == "failed" and "missing.json" in event["error"]
 
 
 # ------------------------------------------------------------------ app (separate process)

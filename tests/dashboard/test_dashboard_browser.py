@@ -1,0 +1,331 @@
+"""The dashboard in a real browser: Playwright drives Debian's Chromium against ``attrib-mlops dashboard``.
+
+The server runs as a subprocess on a store built by the tests (see conftest.py); the tests
+compare what the page shows with what :class:`AttributionReader` reads from the same store.
+Every wait is on a condition; any browser console error fails the test.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attrib_mlops.analysis import input_centered_window_sums, source_importance
+from attrib_mlops.tracking import AttributionReader
+
+pytestmark = pytest.mark.browser
+
+TIMEOUT_MS = 30_000
+
+
+# ------------------------------------------------------------------ server and pages
+@contextmanager
+def serve(uri: str, port: int, log: Path, **env: str):
+    """``attrib-mlops dashboard`` in a subprocess, ready when ``/`` answers."""
+    exe = Path(sys.executable).with_name("attrib-mlops")
+    cmd = [str(exe) if exe.exists() else "attrib-mlops", "dashboard", "--tracking-uri", uri, "--port", str(port),
+           "--refresh", "1"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, **env))
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the dashboard exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the dashboard did not answer:\n{log.read_text()[-3000:]}") from None
+                    time.sleep(0.2)  # polling a socket, not waiting for the page
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="module")
+def dashboard(dash_store, tmp_path_factory, chromium):
+    port = _port()
+    with serve(dash_store.uri, port, tmp_path_factory.mktemp("dash-log") / "server.log") as url:
+        yield url
+
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Console:
+    """Browser console errors and uncaught page errors of one page."""
+
+    def __init__(self, page):
+        self.errors: list[str] = []
+        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error"
+                else None)
+        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+
+
+@pytest.fixture
+def page(chromium):
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    console = Console(pg)
+    yield pg
+    errors = list(console.errors)
+    context.close()
+    assert not errors, "browser console errors:\n" + "\n".join(errors)
+
+
+# ------------------------------------------------------------------ helpers
+def values(page, scope: str, side: str, role: str) -> np.ndarray:
+    raw = page.locator(f'{scope} .attrib-tok[data-side="{side}"][data-role="{role}"]').evaluate_all(
+        "els => els.map(e => e.dataset.value)")
+    return np.array([np.nan if v == "nan" else float(v) for v in raw])
+
+
+def assert_close(shown: np.ndarray, stored: np.ndarray, scale: float, rel_tol: float) -> None:
+    stored = np.asarray(stored, dtype=float)
+    assert shown.shape == stored.shape, (shown, stored)
+    assert np.array_equal(np.isnan(shown), np.isnan(stored)), (shown, stored)
+    ok = ~np.isnan(stored)
+    assert np.all(np.abs(shown[ok] - stored[ok]) <= rel_tol * scale), (shown, stored)
+
+
+def hover(page, scope: str, side: str, role: str, index: int) -> None:
+    page.locator(f'{scope} .attrib-tok[data-side="{side}"][data-role="{role}"][data-index="{index}"]').hover()
+    page.locator(f'{scope} [data-role="status"][data-hover="{role}:{index}"]').wait_for()
+
+
+def pick(page, css: str, starts_with: str) -> None:
+    """Choose the option of a Panel Select whose text starts with ``starts_with``."""
+    select = page.locator(f"{css} select")
+    select.locator("option", has_text=starts_with).first.wait_for(state="attached")
+    labels = select.locator("option").all_text_contents()
+    select.select_option(label=next(lb for lb in labels if lb.startswith(starts_with)))
+
+
+def wait_state(page, scope: str, state: str) -> None:
+    page.locator(f'{scope} .attrib-tokens[data-state="{state}"]').wait_for()
+
+
+def tab(page, title: str) -> None:
+    page.locator(".bk-tab", has_text=title).first.click()
+
+
+def heatmap_tooltip(page, plot_css: str) -> dict[str, str]:
+    """Move the mouse over the plot until a heatmap tooltip shows; return its ``data-tt`` fields."""
+    box = page.locator(f"{plot_css} .bk-Canvas").first.bounding_box()
+    assert box, f"no {plot_css} on the page"
+    tip = page.locator("[data-tt=value]:visible")
+    for fx, fy in ((0.35, 0.65), (0.3, 0.5), (0.45, 0.75), (0.25, 0.8), (0.5, 0.6), (0.4, 0.45)):
+        page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy, steps=3)
+        try:
+            tip.first.wait_for(state="visible", timeout=1500)
+        except Exception:  # noqa: BLE001 - not over a cell: try the next point
+            continue
+        fields = {}
+        for name in ("source", "target", "i", "j", "value", "left", "right"):
+            loc = page.locator(f"[data-tt={name}]:visible")
+            if loc.count():
+                fields[name] = loc.first.inner_text().strip()
+        return fields
+    raise AssertionError(f"no tooltip appeared over {plot_css}")
+
+
+def tooltip_value(text: str) -> float:
+    return float("nan") if text == "undefined" else float(text)
+
+
+# ------------------------------------------------------------------ tests
+def test_explorer_hover_window_heatmap_and_export(dashboard, dash_store, page):
+    reader = AttributionReader(dash_store.uri)
+    run = dash_store.runs["a"]
+    page.goto(dashboard + "/")
+    page.locator(".overview-table .tabulator-row", has_text="run-a").first.click()  # opens the explorer
+    page.locator(".explorer-tokens .attrib-tok").first.wait_for()
+    page.locator(".explorer-step select").select_option("20")
+    pick(page, ".explorer-sample", "s1 ·")
+    scope = ".explorer-tokens"
+    wait_state(page, scope, f"{run}|20|model|saliency|s1|0|source|overlay")
+
+    a = reader.load(run, 20, "model", "saliency", ["s1"])[0].matrix
+    scale = float(np.nanmax(np.abs(a)))
+    tol = dash_store.rel_tol
+    assert_close(values(page, scope, "a", "source"), source_importance(a), scale * a.shape[1], tol)
+
+    hover(page, scope, "a", "target", 1)  # sources show column 1
+    assert_close(values(page, scope, "a", "source"), a[:, 1], scale, tol)
+    colours = page.locator(f'{scope} .attrib-tok[data-side="a"][data-role="source"]').evaluate_all(
+        "els => els.map(e => getComputedStyle(e).backgroundColor)")
+    top = int(np.nanargmax(a[:, 1]))
+    assert colours[top] == "rgb(220, 30, 30)"  # the largest value gets the full method colour
+    hover(page, scope, "a", "source", 2)  # targets show row 2
+    assert_close(values(page, scope, "a", "target"), a[2, :], scale, tol)
+
+    tip = heatmap_tooltip(page, ".explorer-heatmaps")
+    i, j = int(tip["i"]), int(tip["j"])
+    assert tip["source"] == reader.load_sample(run, 20, "model", "saliency", "s1").source_tokens[i]
+    shown = tooltip_value(tip["value"])
+    assert (np.isnan(a[i, j]) and np.isnan(shown)) or abs(shown - a[i, j]) <= tol * scale
+
+    page.locator(".explorer-window .noUi-handle").first.focus()
+    page.keyboard.press("ArrowRight")  # c = 1
+    wait_state(page, scope, f"{run}|20|model|saliency|s1|1|source|overlay")
+    hover(page, scope, "a", "target", 0)
+    assert_close(values(page, scope, "a", "source"), input_centered_window_sums(a, 1)[:, 0], 3 * scale, tol)
+
+    page.locator(".explorer-methods button", has_text="attention").click()  # two methods: two colours, blended
+    wait_state(page, scope, f"{run}|20|model|saliency,attention|s1|1|source|overlay")
+    assert page.locator(f"{scope} .attrib-legend-item").count() == 2
+    vals = page.locator(f'{scope} .attrib-tok[data-role="source"]').first.get_attribute("data-values")
+    assert len(eval(vals.replace("null", "None"))) == 2  # noqa: S307 - a JSON list of numbers
+
+    tab(page, "Export")
+    with page.expect_download() as dl:
+        page.locator(".export-explorer-csv button").click()
+    rows = list(csv.DictReader(io.StringIO(Path(dl.value.path()).read_text(encoding="utf-8"))))
+    w = input_centered_window_sums(a, 1)
+    assert len(rows) == w.size
+    for r in rows[:6]:
+        v = w[int(r["source_index"]), int(r["target_index"])]
+        assert (r["value"] == "" and np.isnan(v)) or abs(float(r["value"]) - v) <= 3 * tol * scale
+
+
+def test_compare_difference_and_token_mismatch(dashboard, dash_store, page):
+    reader = AttributionReader(dash_store.uri)
+    run = dash_store.runs["a"]
+    page.goto(f"{dashboard}/?tab=explorer&run={run}&step=20&sample=s1")
+    page.locator(".explorer-tokens .attrib-tok").first.wait_for()
+    tab(page, "Compare")
+    scope = ".compare-tokens"
+    wait_state(page, scope, f"checkpoints|{run}|20|model|{run}|10|model|saliency|s1")
+    a1 = reader.load_sample(run, 20, "model", "saliency", "s1").matrix
+    a2 = reader.load_sample(run, 10, "model", "saliency", "s1").matrix
+    scale = float(max(np.nanmax(np.abs(a1)), np.nanmax(np.abs(a2))))
+    tol = dash_store.rel_tol
+    hover(page, scope, "a", "target", 0)  # synchronised: both sides and the difference follow
+    assert_close(values(page, scope, "a", "source"), a1[:, 0], scale, tol)
+    assert_close(values(page, scope, "b", "source"), a2[:, 0], scale, tol)
+    assert_close(values(page, scope, "diff", "source"), a1[:, 0] - a2[:, 0], 2 * scale, tol)
+    assert page.locator(f'{scope} .attrib-tok[data-side="b"][data-role="target"][data-index="0"]').evaluate(
+        "e => e.classList.contains('attrib-active')")
+
+    tip = heatmap_tooltip(page, ".compare-heatmaps")
+    i, j = int(tip["i"]), int(tip["j"])
+    d = a1[i, j] - a2[i, j]
+    shown = tooltip_value(tip["value"])
+    assert (np.isnan(d) and np.isnan(shown)) or abs(shown - d) <= 2 * tol * scale
+    assert not page.locator(".compare-mismatch").is_visible()
+
+    page.locator(".compare-kind button", has_text="two runs").click()
+    pick(page, ".compare-sample", "s2 ·")  # run b generated a different continuation for s2
+    other = dash_store.runs["b"]
+    page.locator(".compare-mismatch", has_text="different tokens").wait_for()
+    page.locator(".compare-mismatch", has_text="Only the common prefix is compared").wait_for()
+    assert page.locator(f'{scope} .attrib-tok[data-side="diff"][data-role="target"]').count() == 1
+    assert reader.load_sample(other, 30, "model", "saliency", "s2").target_tokens[1:] != \
+        reader.load_sample(run, 20, "model", "saliency", "s2").target_tokens[1:]
+
+
+def test_live_refresh_shows_a_new_step(dashboard, dash_store, page):
+    run = dash_store.runs["a"]
+    page.goto(f"{dashboard}/?tab=explorer&run={run}")
+    page.locator(".explorer-tokens .attrib-tok").first.wait_for()
+    assert page.locator(".explorer-step option", has_text="40").count() == 0
+    dash_store.log_step("a", 40)  # a training run writes a step while the page is open
+    page.locator(".explorer-step option", has_text="40").first.wait_for(state="attached")
+    page.locator(".explorer-step select").select_option("40")
+    wait_state(page, ".explorer-tokens", f"{run}|40|model|saliency|s0|0|source|overlay")
+    tab(page, "Runs")
+    row = page.locator(".overview-table .tabulator-row", has_text="run-a").first
+    row.locator('.tabulator-cell[tabulator-field="steps"]', has_text="4").wait_for()
+    row.locator('.tabulator-cell[tabulator-field="last step"]', has_text="40").wait_for()
+
+
+def test_new_job_form_runs_a_tiny_model(dashboard, tiny_dir, page):
+    page.goto(f"{dashboard}/?tab=jobs")
+    name = f"browser-job-{os.getpid()}"
+    for css, text in ((".job-name input", name), (".job-models textarea", f"tiny={tiny_dir}"),
+                      (".job-text textarea", "w1 w2 w3 ||| w4 w5\nw6 w7 ||| w8")):
+        field = page.locator(css).first
+        field.fill(text)
+        field.dispatch_event("change")
+    page.locator(".job-submit button").click()
+    page.locator(".job-note", has_text="Queued job").wait_for()
+    page.locator('.job-table tr[data-status="finished"]').wait_for(timeout=240_000)
+    assert page.locator('.job-table tr[data-status="failed"]').count() == 0
+    tab(page, "Runs")
+    row = page.locator(".overview-table .tabulator-row", has_text=name).first
+    row.locator('.tabulator-cell[tabulator-field="status"]', has_text="FINISHED").wait_for()
+    row.click()  # the job's run opens in the explorer
+    page.locator('.explorer-tokens .attrib-tok[data-role="target"]', has_text="w4").first.wait_for()
+    page.locator(".explorer-run select").locator("option", has_text=name).first.wait_for(state="attached")
+
+
+def test_bad_artifacts_are_explained_and_the_page_stays_usable(dashboard, dash_store, page):
+    run = dash_store.runs["corrupt"]
+    page.goto(f"{dashboard}/?tab=explorer&run={run}&step=20")
+    page.locator(".explorer-error", has_text="saliency.parquet").wait_for()
+    page.locator(".explorer-error", has_text="corrupt or incomplete").wait_for()
+    page.locator(".explorer-step select").select_option("10")
+    wait_state(page, ".explorer-tokens", f"{run}|10|model|saliency|s0|0|source|overlay")
+    assert not page.locator(".explorer-error").is_visible()
+    page.goto(f"{dashboard}/?tab=explorer&run={'0' * 32}")  # digits only: must stay a string
+    page.locator(".explorer-error", has_text="not found").wait_for()
+    page.locator(".explorer-error", has_text="0" * 32).wait_for()
+
+
+def test_unreachable_tracking_server_is_explained(tmp_path, page):
+    port, dead = _port(), _port()
+    with serve(f"http://127.0.0.1:{dead}", port, tmp_path / "server.log", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+               MLFLOW_HTTP_REQUEST_TIMEOUT="2") as url:
+        page.goto(url + "/")
+        page.locator(".overview-error", has_text="Cannot reach the tracking server").wait_for()
+        tab(page, "Explorer")
+        page.locator(".explorer-tokens .attrib-empty").wait_for()
+        tab(page, "New job")
+        page.locator(".job-submit button").wait_for()
+
+
+def test_two_sessions_do_not_share_selections(dashboard, dash_store, chromium):
+    run = dash_store.runs["b"]
+    pages, consoles = [], []
+    contexts = [chromium.new_context(), chromium.new_context()]
+    try:
+        for ctx in contexts:
+            pg = ctx.new_page()
+            pg.set_default_timeout(TIMEOUT_MS)
+            consoles.append(Console(pg))
+            pg.goto(f"{dashboard}/?tab=explorer&run={run}&step=10")
+            wait_state(pg, ".explorer-tokens", f"{run}|10|model|saliency|s0|0|source|overlay")
+            pages.append(pg)
+        pick(pages[0], ".explorer-sample", "s3 ·")
+        wait_state(pages[0], ".explorer-tokens", f"{run}|10|model|saliency|s3|0|source|overlay")
+        pages[1].reload()  # a new session of the second browser still starts from its own URL
+        wait_state(pages[1], ".explorer-tokens", f"{run}|10|model|saliency|s0|0|source|overlay")
+        assert pages[1].locator(".explorer-sample select").input_value().startswith("s0")
+    finally:
+        for ctx in contexts:
+            ctx.close()
+    errors = [e for c in consoles for e in c.errors]
+    assert not errors, errors

@@ -555,7 +555,7 @@ class AttributionWriter:
                     if other is None:
                         continue
                     try:
-                        d = drift(other, r, k=self.k)
+                        d = drift(other, r, k=self.k, kendall=False)  # Kendall is not logged
                     except AttribError:  # different source tokens (e.g. a new generation): not comparable
                         continue
                     n_used += 1

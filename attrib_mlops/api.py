@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from ._util import package_versions
 from .errors import InputError, UnknownMethodError, UnsupportedMethodError
 from .options import AttributeOptions, parse_options
 from .result import AttributionResult
@@ -22,13 +22,7 @@ _VERSIONED = ("attrib-mlops", "torch", "transformers", "inseq", "captum")
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shape a result (for provenance and cache keys)."""
-    out = {}
-    for name in _VERSIONED:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    return package_versions(_VERSIONED)
 
 
 def list_methods() -> dict[str, list[str]]:

@@ -93,13 +93,14 @@ import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ._util import json_clean, now_iso
+from .options import format_validation_error
 from .errors import AttribError, SpecError
 from .result import AttributionResult
 
@@ -303,15 +304,8 @@ class Policy(BaseModel):
 
 
 def _policy_error(err: ValidationError, where: str) -> SpecError:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
-        if e["type"] == "extra_forbidden":
-            parts.append(f"unknown key '{loc}'")
-        else:
-            parts.append(f"'{loc}': {e['msg']} (got {e.get('input')!r})")
     valid = ", ".join(Policy.model_fields)
-    return SpecError(f"invalid {where}: " + "; ".join(parts) + f". Valid keys: {valid}; per method: "
+    return SpecError(format_validation_error(err, where) + f". Valid keys: {valid}; per method: "
                      + ", ".join(MethodPolicy.model_fields))
 
 
@@ -686,7 +680,7 @@ class CheckResult:
         d["exit_code"] = self.exit_code
         d["format"] = "attrib-mlops/check"
         d["schema_version"] = 1
-        return _clean(d)
+        return json_clean(d)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CheckResult:
@@ -756,7 +750,7 @@ class CheckResult:
                           errors=str(n_err), skipped=str(n_skip))
         suite = ET.SubElement(root, "testsuite", name=suite_name, tests=str(len(cases)), failures=str(n_fail),
                               errors=str(n_err), skipped=str(n_skip), time="0",
-                              timestamp=self.created or _now_iso())
+                              timestamp=self.created or now_iso())
         props = ET.SubElement(suite, "properties")
         for k, v in (("verdict", self.verdict), ("baseline", self.baseline.get("ref")),
                      ("candidate", self.candidate.get("ref"))):
@@ -827,25 +821,6 @@ def _f(x: Any) -> str:
     if isinstance(x, float):
         return "nan" if math.isnan(x) else f"{x:.3f}"
     return str(x)
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        f = float(x)
-        return f if math.isfinite(f) else None
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
 
 
 # =========================================================================== comparison
@@ -1086,7 +1061,7 @@ def compare(
     if isinstance(methods, str):
         methods = [methods]
     methods = list(dict.fromkeys(methods)) if methods else None
-    result = CheckResult("pass", policy=pol.model_dump(mode="json"), created=_now_iso())
+    result = CheckResult("pass", policy=pol.model_dump(mode="json"), created=now_iso())
     sides: dict[str, Attributions] = {}
     for side, x in (("baseline", baseline), ("candidate", candidate)):
         label = str(x) if isinstance(x, (str, os.PathLike, Ref)) else "in-memory"
@@ -1188,7 +1163,7 @@ def log_verdict(result: CheckResult, run_id: str, tracking_uri: str | None = Non
         "step": str(step if step is not None else ""),
         "failed": failed[:4000],
         "report": folder,
-        "checked": result.created or _now_iso(),
+        "checked": result.created or now_iso(),
     }
     from mlflow.entities import RunTag
 

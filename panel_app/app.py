@@ -120,8 +120,6 @@ class DashboardApp(pn.viewable.Viewer):
     # --------------------------------------------------------------- loading
     def load(self) -> None:
         """First data load: the explorer's sample first (when deep-linked), then the runs list."""
-        if self.state.tab == "explorer" and self.state.explorer.run_id:
-            self.explorer.sync()
         self.overview.refresh()
         self.explorer.sync()
         if self.state.tab not in ("overview", "explorer"):
@@ -145,10 +143,23 @@ class DashboardApp(pn.viewable.Viewer):
                                                          "sample_id": "sample"}, on_error=self._url_values)
             if self.state.tab != "overview":
                 self.tabs.active = TABS.index(self.state.tab)
+            if self.state.tab == "explorer" and self.state.explorer.run_id:
+                # a deep link: draw the sample into the first page (one round trip less than onload)
+                self.explorer.sync()
         pn.state.onload(self.load)
         if self.refresh_seconds > 0:
             self._periodic = pn.state.add_periodic_callback(self.tick, period=int(self.refresh_seconds * 1000))
-        pn.state.on_session_destroyed(lambda _ctx: self.runner.shutdown(wait=False))
+        pn.state.on_session_destroyed(lambda _ctx: self.close())
+
+    def close(self) -> None:
+        """End of the session: no new jobs (running ones finish and stay logged), caches removed."""
+        if self._periodic is not None:
+            try:
+                self._periodic.stop()
+            except Exception:  # noqa: BLE001 - the session's document may already be gone
+                pass
+        self.runner.shutdown(wait=False)
+        self.store.close()
 
     def _url_values(self, _mapped: dict) -> None:
         """Query values Panel parsed as numbers (a run id of digits): take them verbatim from the URL."""
@@ -201,6 +212,8 @@ def serve(tracking_uri: str | None = None, *, port: int = 5006, address: str = "
         check = check_store(tracking_uri)
         if not check.ok:
             logger.warning("%s", check.error)
+    if kwargs.get("basic_auth") and not kwargs.get("login_template"):
+        kwargs["login_template"] = _login_template_file()
     origins = list(allow_websocket_origin or [])
     if not origins:
         origins = [f"{address}:{port}"]
@@ -215,6 +228,18 @@ def serve(tracking_uri: str | None = None, *, port: int = 5006, address: str = "
         websocket_origin=origins, show=show, title="attrib-mlops dashboard", threaded=threaded, start=start,
         **kwargs,
     )
+
+
+def _login_template_file() -> str:
+    """A self-contained login page for basic auth, written to a temporary file (Panel takes a path)."""
+    import tempfile
+
+    from panel_app.assets import LOGIN_HTML
+
+    fd, path = tempfile.mkstemp(prefix="attrib-mlops-login-", suffix=".html")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(LOGIN_HTML)
+    return path
 
 
 def check_store(tracking_uri: str | None) -> Fetched:

@@ -4,7 +4,7 @@ Kept free of Panel imports so the standalone HTML export (:mod:`panel_app.export
 in any process. :class:`panel_app.tokens.TokenView` wraps them into a Panel component.
 """
 
-__all__ = ["TOKENS_JS", "TOKENS_CSS"]
+__all__ = ["TOKENS_JS", "TOKENS_CSS", "LOGIN_HTML"]
 
 TOKENS_JS = r"""
 function attribNorm(vals) {
@@ -229,4 +229,41 @@ TOKENS_CSS = """
 .attrib-score { font-size: 10px; color: #666; font-family: var(--bokeh-mono-font, monospace); }
 .attrib-sep { color: #bbb; padding: 0 2px; }
 .attrib-empty { color: #777; font-style: italic; padding: 8px; }
+"""
+
+#: Login page for Panel's basic auth (Jinja): Panel's default loads its logo from a CDN, which fails offline.
+LOGIN_HTML = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1.0">
+<title>attrib-mlops dashboard | Login</title>
+<link rel="icon" href="data:,">
+<style>
+* { box-sizing: border-box; margin: 0; padding: 0; }
+html, body { height: 100%; font-family: Helvetica, Arial, sans-serif; }
+.wrap { display: flex; align-items: center; justify-content: center; height: 100%; background: #fafafa; }
+.login-form { background: #fff; border: 1px solid #ddd; padding: 2em; width: 340px; }
+.login-form h3 { text-align: center; margin-bottom: 1em; }
+.form-group { margin-bottom: 1em; }
+.form-input { width: 100%; padding: 10px; border: 1px solid #ddd; background: #fafafa; }
+.form-button { width: 100%; padding: 10px; background: #107bba; color: #fff; border: 0; }
+.errormessage { color: #c00; font-weight: bold; text-align: center; }
+</style>
+</head>
+<body>
+<div class="wrap">
+  <form class="login-form" action=".{{ login_endpoint }}" method="post">
+    <h3>attrib-mlops dashboard</h3>
+    <div class="form-group"><p class="errormessage">{{ errormessage|escape }}</p></div>
+    <div class="form-group">
+      <input name="username" type="text" class="form-input" autocapitalize="off" autocorrect="off"
+             placeholder="username">
+    </div>
+    <div class="form-group"><input name="password" type="password" class="form-input" placeholder="password"></div>
+    <div class="form-group"><button class="form-button" type="submit">Log in</button></div>
+  </form>
+</div>
+</body>
+</html>
 """

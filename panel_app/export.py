@@ -91,7 +91,10 @@ def matrix_csv(matrix: np.ndarray, source_tokens: Sequence[str], target_tokens: 
 
 def matrix_json(matrix: np.ndarray, source_tokens: Sequence[str], target_tokens: Sequence[str],
                 meta: Mapping[str, Any] | None = None, **extra: Any) -> str:
-    """JSON object: ``meta`` fields, ``source_tokens``, ``target_tokens``, ``matrix`` (rows = source; null = undefined)."""
+    """JSON object: ``meta`` fields, ``source_tokens``, ``target_tokens`` and ``matrix``.
+
+    Rows of ``matrix`` are source tokens; ``null`` = undefined cell.
+    """
     doc = dict(meta or {})
     doc.update({"source_tokens": list(source_tokens), "target_tokens": list(target_tokens),
                 "matrix": jsonable_matrix(matrix)})

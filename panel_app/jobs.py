@@ -227,11 +227,19 @@ class JobRunner:
         self.tracking_uri = tracking_uri
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="attrib-dashboard-job")
         self._own_spool = spool_dir is None
-        self.spool_dir = Path(spool_dir) if spool_dir else Path(tempfile.mkdtemp(prefix="attrib-dashboard-jobs-"))
+        self._spool_dir = Path(spool_dir) if spool_dir else None
         self._jobs: list[JobHandle] = []
         self._procs: dict[int, subprocess.Popen] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+
+    @property
+    def spool_dir(self) -> Path:
+        """Requests, worker logs and the writers' spool (a temporary folder made on the first job)."""
+        with self._lock:
+            if self._spool_dir is None:
+                self._spool_dir = Path(tempfile.mkdtemp(prefix="attrib-dashboard-jobs-"))
+            return self._spool_dir
 
     def submit(self, request: JobRequest) -> JobHandle:
         handle = JobHandle(id=next(self._ids), request=request)
@@ -249,10 +257,13 @@ class JobRunner:
         return any(not j.done for j in self.jobs())
 
     def shutdown(self, wait: bool = False) -> None:
-        """Stop accepting jobs; queued ones are cancelled, running workers finish (``wait`` waits for them)."""
+        """Stop accepting jobs; queued ones are cancelled, running workers finish (``wait`` waits for them).
+
+        The temporary folder is removed once no job runs any more (a running job keeps its spool and log).
+        """
         self._pool.shutdown(wait=wait, cancel_futures=True)
-        if self._own_spool and wait:
-            shutil.rmtree(self.spool_dir, ignore_errors=True)
+        if self._own_spool and self._spool_dir is not None and not self.active:
+            shutil.rmtree(self._spool_dir, ignore_errors=True)
 
     def _watch(self, handle: JobHandle) -> None:
         """Start the worker process of one job and follow its progress lines until it exits."""

@@ -253,15 +253,29 @@ class DashboardStore:
         self._samples: OrderedDict[tuple, AttributionResult] = OrderedDict()
         self._cache_size = max(1, int(cache_size))
         self._runs: list[RunRow] = []
+        self._cache_dir: str | None = None
 
     # ------------------------------------------------------------- plumbing
     @property
     def reader(self) -> Any:
         if self._reader is None:
+            import tempfile
+
             from attrib_mlops.tracking import AttributionReader
 
-            self._reader = AttributionReader(self.tracking_uri)
+            self._cache_dir = tempfile.mkdtemp(prefix="attrib-dashboard-cache-")
+            self._reader = AttributionReader(self.tracking_uri, cache_dir=self._cache_dir)
         return self._reader
+
+    def close(self) -> None:
+        """Forget cached results and remove the download cache this store made (end of the browser session)."""
+        import shutil
+
+        with self._lock:
+            self._samples.clear()
+            self._contents.clear()
+        if self._cache_dir:
+            shutil.rmtree(self._cache_dir, ignore_errors=True)
 
     def _guard(self, fn: Callable[[], T], what: str) -> Fetched[T]:
         try:

@@ -8,7 +8,7 @@ message (``Fetched.error``) and is shown in an alert above the view, which stays
 * :class:`ExplorerView` - one run/step/model/sample: token view with hover, window, methods, heatmaps.
 * :class:`CompareView` - two checkpoints / models / runs side by side, synchronised hover, ``A1 - A2``.
 * :class:`EvolutionView` - metric curves over steps, checkpoint slider, samples that changed most.
-* :class:`NewJobView` - queue an attribution job (background thread), progress, result in the overview.
+* :class:`NewJobView` - queue an attribution job (background worker process), progress, result in the overview.
 * :class:`ExportView` - standalone HTML of the explorer / compare view, matrices as CSV / JSON.
 """
 
@@ -89,7 +89,8 @@ class OverviewView(pn.viewable.Viewer):
         self.note = _alert("info", "overview-note")
         self.text = pn.widgets.TextInput(label="Filter", placeholder="name, id, experiment, method, model",
                                          value=self.state.text, width=280, css_classes=["overview-filter"])
-        self.statuses = pn.widgets.CheckButtonGroup(label="Status", options=list(_STATUSES), value=list(self.state.statuses),
+        self.statuses = pn.widgets.CheckButtonGroup(label="Status", options=list(_STATUSES),
+                                                    value=list(self.state.statuses),
                                                     css_classes=["overview-status"])
         self.sort = pn.widgets.Select(label="Sort by", options=self.state.param.sort_by.objects,
                                       value=self.state.sort_by, width=140)
@@ -380,6 +381,7 @@ class CompareView(pn.viewable.Viewer):
         self.app, self.state, self.store = app_state, app_state.compare, store
         self._guard = _Guard()
         self._drawn: tuple | None = None
+        self._kind: str | None = None
         self.comparison = None
         self.payload: dict = {}
         self.alert = _alert("danger", "compare-error")
@@ -400,6 +402,7 @@ class CompareView(pn.viewable.Viewer):
                 w.param.watch(lambda e, side=side, p=p: self._from_widget(side, p, e.new), "value")
         self.method = pn.widgets.Select(label="Method", options=[], width=160, css_classes=["compare-method"])
         self.sample = pn.widgets.Select(label="Sample", options={}, width=340, css_classes=["compare-sample"])
+        self._lock_right()
         self.kind.param.watch(lambda e: self._from_widget(None, "kind", e.new), "value")
         self.method.param.watch(lambda e: self._from_widget(None, "method", e.new), "value")
         self.sample.param.watch(lambda e: self._from_widget(None, "sample_id", e.new), "value")
@@ -439,6 +442,9 @@ class CompareView(pn.viewable.Viewer):
 
     def _normalise(self) -> str | None:
         s, L, R = self.state, self.state.left, self.state.right
+        if s.kind != self._kind:  # another kind of comparison: the right side starts from its defaults
+            self._kind = s.kind
+            R.param.update(step=None, model=None)
         runs = [r for r in self.store.known_runs() if r.n_steps > 0]
         if L.run_id is None:
             L.run_id = self.app.explorer.run_id or (runs[0].run_id if runs else None)
@@ -474,15 +480,18 @@ class CompareView(pn.viewable.Viewer):
             if R.step not in rc.steps or R.step == L.step:  # two different checkpoints whenever there are two
                 others = [st for st in rc.steps if st != L.step]
                 R.step = others[0] if others else L.step
-        elif R.step not in rc.steps:
-            R.step = rc.steps[-1]
+        elif R.step not in rc.steps:  # two runs: the same checkpoint when both have it
+            R.step = L.step if L.step in rc.steps else rc.steps[-1]
         if L.model not in lc.models(L.step):
             L.model = lc.models(L.step)[0]
         if s.kind == "checkpoints":
             R.model = L.model if L.model in rc.models(R.step) else rc.models(R.step)[0]
         elif R.model not in rc.models(R.step) or (s.kind == "models" and R.model == L.model):
             others = [m for m in rc.models(R.step) if m != L.model]
-            R.model = others[0] if (s.kind == "models" and others) else rc.models(R.step)[0]
+            if s.kind == "models":
+                R.model = others[0] if others else L.model
+            else:
+                R.model = L.model if L.model in rc.models(R.step) else rc.models(R.step)[0]
         methods = [m for m in lc.methods(L.step, L.model) if m in rc.methods(R.step, R.model)]
         if not methods:
             return (f"The two sides share no attribution method (left: {lc.methods(L.step, L.model)}, right: "
@@ -511,13 +520,18 @@ class CompareView(pn.viewable.Viewer):
             if c is not None:
                 _set_options(w["step"], list(c.steps), side.step)
                 _set_options(w["model"], c.models(side.step), side.model)
-        self.widgets["right"]["run_id"].disabled = s.kind != "runs"
-        self.widgets["right"]["model"].disabled = s.kind == "checkpoints"
-        self.widgets["right"]["step"].disabled = s.kind == "models"
+        self._lock_right()
         self.kind.value = s.kind
         if getattr(self, "_methods", None):
             _set_options(self.method, self._methods, s.method)
             _set_options(self.sample, {self._lc.sample_label(i): i for i in self._ids[:2000]}, s.sample_id)
+
+    def _lock_right(self) -> None:
+        """What the kind of comparison fixes on the right side cannot be chosen (changed only when needed)."""
+        kind, right = self.state.kind, self.widgets["right"]
+        for name, locked in (("run_id", kind != "runs"), ("model", kind == "checkpoints"), ("step", kind == "models")):
+            if right[name].disabled != locked:
+                right[name].disabled = locked
 
     def _key(self) -> tuple:
         s = self.state
@@ -763,7 +777,8 @@ class NewJobView(pn.viewable.Viewer):
         self._on_finished = on_finished
         self._seen: dict[int, str] = {}
         f = self.form
-        self.job_name = pn.widgets.TextInput(label="Job (run) name", value=f.job_name, width=220, css_classes=["job-name"])
+        self.job_name = pn.widgets.TextInput(label="Job (run) name", value=f.job_name, width=220,
+                                             css_classes=["job-name"])
         self.experiment = pn.widgets.TextInput(label="Experiment", value=f.experiment, width=220,
                                                css_classes=["job-experiment"])
         self.models = pn.widgets.TextAreaInput(
@@ -798,7 +813,8 @@ class NewJobView(pn.viewable.Viewer):
         self.table = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["job-table"])
         self.safety = pn.pane.Markdown(
             "Models load only from local folders or the tracking store, with `trust_remote_code` off; "
-            "nothing is downloaded from the hub. The job runs in a background worker process and is logged as step 0 of a "
+            "nothing is downloaded from the hub. The job runs in a background worker process and is logged as "
+            "step 0 of a "
             "new MLflow run.", css_classes=["job-safety"])
 
     def _toggle_source(self) -> None:
@@ -920,7 +936,8 @@ class ExportView(pn.viewable.Viewer):
             return fn
 
         self.buttons = [
-            dl("Explorer view (standalone HTML)", "attrib-explorer.html", self.explorer.export_html, "export-explorer-html"),
+            dl("Explorer view (standalone HTML)", "attrib-explorer.html", self.explorer.export_html,
+               "export-explorer-html"),
             dl("Explorer matrix (CSV)", "attrib-matrix.csv", explorer_matrix("csv"), "export-explorer-csv"),
             dl("Explorer matrix (JSON)", "attrib-matrix.json", explorer_matrix("json"), "export-explorer-json"),
             dl("Compare view (standalone HTML)", "attrib-compare.html", compare_html, "export-compare-html"),

@@ -45,7 +45,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import importlib.metadata
 import inspect
 import json
 import logging
@@ -57,12 +56,12 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from attrib_mlops._util import json_clean, now_iso, package_versions
 from attrib_mlops.analysis import drift, method_agreement, source_importance, summarize, target_importance
 from attrib_mlops.errors import AttribError, InputError
 from attrib_mlops.result import AttributionResult
@@ -87,33 +86,7 @@ def default_spool_dir() -> Path:
 
 
 def library_versions() -> dict[str, str]:
-    out = {}
-    for name in ("attrib-mlops", "mlflow", "pyarrow", "numpy", "bokeh"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _clean(x: Any) -> Any:
-    """JSON-safe copy: NaN/inf -> None, numpy scalars/arrays -> Python."""
-    if isinstance(x, Mapping):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return [_clean(v) for v in x.tolist()]
-    if isinstance(x, (float, np.floating)):
-        f = float(x)
-        return f if math.isfinite(f) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
+    return package_versions(("attrib-mlops", "mlflow", "pyarrow", "numpy", "bokeh"))
 
 
 def _vec(v: np.ndarray) -> list[float | None]:
@@ -122,7 +95,7 @@ def _vec(v: np.ndarray) -> list[float | None]:
 
 def _dumps(obj: Any) -> str:
     """Compact JSON, NaN/inf as null, UTF-8 text kept as is."""
-    return json.dumps(_clean(obj), allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(json_clean(obj), allow_nan=False, ensure_ascii=False, separators=(",", ":"))
 
 
 def _write_json(obj: Any, path: Path) -> None:
@@ -237,7 +210,7 @@ def _fingerprint(samples: list[dict[str, Any]]) -> str:
 
 
 def _new_manifest(root: str) -> dict[str, Any]:
-    now = _now_iso()
+    now = now_iso()
     return {
         "format": L.FORMAT_ID,
         "schema_version": L.SCHEMA_VERSION,
@@ -704,7 +677,7 @@ class AttributionWriter:
                                          encoding="utf-8")
         _write_json({"step": step, "model": model, "methods": list(groups), "files": rel_files,
                      "n_samples": {m: len(rs) for m, rs in groups.items()}, "metrics": metrics,
-                     "created": _now_iso()}, tmp / _ENTRY_FILE)
+                     "created": now_iso()}, tmp / _ENTRY_FILE)
         final = step_dir / name
         os.replace(tmp, final)
         return final
@@ -785,7 +758,7 @@ class AttributionWriter:
         return set()
 
     def _upload_manifest(self, man: dict[str, Any]) -> None:
-        man["updated"] = _now_iso()
+        man["updated"] = now_iso()
         man["versions"] = library_versions()
         with tempfile.TemporaryDirectory(prefix="attrib-mlops-manifest-") as tmp:
             p = Path(tmp) / L.MANIFEST_NAME
@@ -925,7 +898,7 @@ class AttributionWriter:
             steps.append(existing)
             steps.sort(key=lambda s: int(s["step"]))
         existing["revision"] = int(existing.get("revision", 0)) + 1
-        existing["logged"] = _now_iso()
+        existing["logged"] = now_iso()
         mlist = existing["models"].setdefault(model, [])
         fmap = existing["files"].setdefault(model, {})
         for m in new_methods:

@@ -29,12 +29,16 @@ TIMEOUT_MS = 30_000
 
 
 # ------------------------------------------------------------------ server and pages
+def _exe(name: str) -> str:
+    exe = Path(sys.executable).with_name(name)
+    return str(exe) if exe.exists() else name
+
+
 @contextmanager
-def serve(uri: str, port: int, log: Path, **env: str):
-    """``attrib-mlops dashboard`` in a subprocess, ready when ``/`` answers."""
-    exe = Path(sys.executable).with_name("attrib-mlops")
-    cmd = [str(exe) if exe.exists() else "attrib-mlops", "dashboard", "--tracking-uri", uri, "--port", str(port),
-           "--refresh", "1"]
+def serve(uri: str, port: int, log: Path, *extra: str, cmd: list[str] | None = None, **env: str):
+    """``attrib-mlops dashboard`` (or ``cmd``) in a subprocess, ready when ``/`` answers."""
+    cmd = cmd or [_exe("attrib-mlops"), "dashboard", "--tracking-uri", uri, "--port", str(port), "--refresh", "1",
+                  *extra]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, **env))
         try:
@@ -82,6 +86,8 @@ class Console:
         page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error"
                 else None)
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        page.on("requestfailed", lambda r: self.failed.append(r.url))
+        self.failed: list[str] = []
 
 
 @pytest.fixture
@@ -93,7 +99,7 @@ def page(chromium):
     yield pg
     errors = list(console.errors)
     context.close()
-    assert not errors, "browser console errors:\n" + "\n".join(errors)
+    assert not errors, "browser console errors:\n" + "\n".join(errors + [f"failed: {u}" for u in console.failed])
 
 
 # ------------------------------------------------------------------ helpers
@@ -307,6 +313,15 @@ def test_unreachable_tracking_server_is_explained(tmp_path, page):
         page.locator(".job-submit button").wait_for()
 
 
+def test_empty_store_is_explained(tmp_path, page):
+    port = _port()
+    with serve(f"sqlite:///{tmp_path}/empty.db", port, tmp_path / "server.log") as url:
+        page.goto(url + "/")
+        page.locator(".overview-note", has_text="No runs with attribution").wait_for()
+        tab(page, "Compare")
+        page.locator(".compare-error", has_text="No run with attribution").wait_for()
+
+
 def test_two_sessions_do_not_share_selections(dashboard, dash_store, chromium):
     run = dash_store.runs["b"]
     pages, consoles = [], []
@@ -329,3 +344,28 @@ def test_two_sessions_do_not_share_selections(dashboard, dash_store, chromium):
             ctx.close()
     errors = [e for c in consoles for e in c.errors]
     assert not errors, errors
+
+
+def test_panel_serve_entry_point(dash_store, tmp_path, page):
+    port = _port()
+    app = Path(__file__).resolve().parents[2] / "panel_app" / "app.py"
+    cmd = [_exe("panel"), "serve", str(app), "--address", "127.0.0.1", "--port", str(port),
+           "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", "--tracking-uri", dash_store.uri]
+    with serve(dash_store.uri, port, tmp_path / "panel.log", cmd=cmd) as url:
+        page.goto(f"{url}/app?tab=explorer&run={dash_store.runs['b']}&step=10")
+        wait_state(page, ".explorer-tokens", f"{dash_store.runs['b']}|10|model|saliency|s0|0|source|overlay")
+        tab(page, "Runs")
+        page.locator(".overview-table .tabulator-row", has_text="run-a").first.wait_for()
+
+
+def test_basic_auth_asks_for_a_password(dash_store, tmp_path, page):
+    port = _port()
+    with serve(dash_store.uri, port, tmp_path / "auth.log", "--basic-auth", "s3cret-pass",
+               "--cookie-secret", "x" * 32) as url:
+        page.goto(url + "/")
+        page.locator("input[type=password]").wait_for()
+        assert page.locator(".overview-table").count() == 0
+        page.locator("input[name=username]").fill("me")
+        page.locator("input[type=password]").fill("s3cret-pass")
+        page.locator("input[type=password]").press("Enter")
+        page.locator(".overview-table .tabulator-row", has_text="run-a").first.wait_for()

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
-import pkgutil
 import time
-import types
 
 import numpy as np
-import param
 import pytest
 
 from attrib_mlops.analysis import input_centered_window_sums, output_centered_window_sums, source_importance
@@ -165,6 +161,25 @@ def test_unknown_run_step_and_sample_are_messages(dash_store):
     assert not not_yet.ok and "not (yet) committed" in not_yet.error
     assert not store.sample(dash_store.runs["b"], 10, "model", "saliency", "nope").ok
     assert not store.sample(None, 10, "model", "saliency", "s0").ok
+
+
+def test_a_step_being_written_is_invisible_until_committed(dash_store):
+    """Files of a step uploaded but not yet listed in the manifest (a writer mid-commit) are not shown."""
+    import shutil
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    from panel_app.store import DashboardStore
+
+    run = dash_store.runs["b"]
+    art = Path(MlflowClient(tracking_uri=dash_store.uri).get_run(run).info.artifact_uri) / "attribution/steps"
+    shutil.copytree(art / "0000000030", art / "0000000050")  # uploaded, manifest not rewritten yet
+    store = DashboardStore(dash_store.uri)
+    assert store.contents(run, refresh=True).value.steps == STEPS
+    got = store.sample(run, 50, "model", "saliency", "s0")
+    assert not got.ok and "not (yet) committed" in got.error
+    assert store.runs().value[0].n_steps == 3
 
 
 def test_corrupt_manifest_is_a_message(dash_store, tmp_path):

@@ -370,16 +370,17 @@ def render_step_html(
 
 
 def _inline_resources(obj: Any) -> str:
-    """Inline ``<script>``/``<style>`` for only the Bokeh bundles ``obj`` needs (core + widgets).
+    """Inline ``<script>``/``<style>`` for the Bokeh bundles the view needs (core + widgets).
 
-    Same selection as ``bokeh.embed.file_html(obj, INLINE)``; refuses any file reference.
+    Built from ``bokeh.resources.Resources(mode="inline")`` directly rather than from
+    the document's bundle, so extensions other libraries register in the process
+    (Panel adds relative-file ES modules when imported) never end up in the page:
+    the file stays self-contained and works in the MLflow UI's sandboxed iframe.
     """
-    from bokeh.embed.bundle import CSS_RESOURCES, JS_RESOURCES, bundle_for_objs_and_resources
-    from bokeh.resources import INLINE
+    from bokeh.embed.bundle import CSS_RESOURCES, JS_RESOURCES
+    from bokeh.resources import Resources
 
-    bundle = bundle_for_objs_and_resources([obj], INLINE)
-    if bundle.js_files or bundle.css_files:  # pragma: no cover - INLINE never references files
-        raise RuntimeError(f"Bokeh INLINE resources reference files: {bundle.js_files + bundle.css_files}")
-    return CSS_RESOURCES.render(css_raw=bundle.css_raw, css_files=[]) + "\n" + JS_RESOURCES.render(
-        js_raw=bundle.js_raw, js_files=[]
+    res = Resources(mode="inline", components=["bokeh", "bokeh-widgets"])
+    return CSS_RESOURCES.render(css_raw=res.css_raw, css_files=[]) + "\n" + JS_RESOURCES.render(
+        js_raw=res.js_raw, js_files=[]
     )

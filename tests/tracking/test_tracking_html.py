@@ -139,3 +139,24 @@ def test_empty_and_missing_samples_render():
     results = {("model", "saliency"): [make_result("s0")], ("model", "attention"): [make_result("s1", "attention")]}
     text = render_step_html(results, None, title="t")
     assert "not attributed" in text and parse(text).external == []
+
+
+def test_view_renders_in_a_process_that_imported_panel():
+    """Panel registers file-based extensions with Bokeh when imported; the view must stay self-contained."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent('''
+        import numpy as np, panel  # noqa: F401
+        from attrib_mlops.result import AttributionResult, future_mask
+        from attrib_mlops.tracking.html import render_step_html
+        m = np.random.rand(5, 2).astype(np.float32); m[future_mask(5, 2, 3)] = np.nan
+        r = AttributionResult(m, list("abcde"), list("de"), "saliency", "native", n_prompt=3, sample_id="s0")
+        page = render_step_html({("model", "saliency"): [r]}, title="t")
+        assert "static/extensions" not in page and "es-module-shims" not in page
+        print("OK", len(page))
+    ''')
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("OK")

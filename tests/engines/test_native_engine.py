@@ -240,3 +240,19 @@ def test_encoder_decoder_goes_through_inseq():
     assert len(res[0].step_scores["probability"]) == 2
     with pytest.raises(UnsupportedMethodError, match="decoder-only"):
         attribute(model, tok, ["w1 w2 w3"], ["w4 w5"], methods="saliency", engine="native")
+
+
+@pytest.mark.parametrize("method", ["deeplift", "gradient_shap", "lime", "value_zeroing"])
+def test_inseq_only_methods_through_auto(method, tiny, samples):
+    """Methods without a native implementation run through Inseq with engine='auto', same layout."""
+    model, tok = tiny
+    prompts, targets = samples
+    kw = {"method_kwargs": {"n_samples": 5}} if method == "gradient_shap" else {}
+    res = attribute(model, tok, prompts[:2], targets[:2], methods=method, **kw)
+    assert [r.engine for r in res] == ["inseq", "inseq"]
+    for r, p, t in zip(res, prompts, targets):
+        n, m = len(p.split()), len(t.split())
+        assert r.shape == (n + m, m)
+        assert np.isfinite(r.matrix[r.valid_mask()]).all()
+        np.testing.assert_array_equal(np.isnan(r.matrix), ~r.valid_mask())
+        assert r.info["inseq"] and r.method == method

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -99,6 +100,18 @@ def cli_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (it may be replaced, e.g. by test runners)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _setup_logging(verbose: bool) -> None:
     """With ``--verbose``, INFO logs of attrib_mlops go to stderr (the root logger is left alone)."""
     if not verbose:
@@ -106,7 +119,7 @@ def _setup_logging(verbose: bool) -> None:
     log = logging.getLogger("attrib_mlops")
     log.setLevel(logging.INFO)
     if not any(getattr(h, "_attrib_cli", False) for h in log.handlers):
-        handler = logging.StreamHandler()  # stderr, looked up when the handler is created
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         handler._attrib_cli = True  # type: ignore[attr-defined]
         log.addHandler(handler)

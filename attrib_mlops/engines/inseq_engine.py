@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, UnsupportedMethodError
+from ..errors import AttribError, InputError, UnsupportedMethodError
 from ..options import AttributeOptions
 from ..result import AttributionResult
 from .base import Engine
@@ -35,7 +35,7 @@ from .prep import Encoded, is_encoder_decoder, model_device, model_guard
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InseqEngine", "inseq_available"]
+__all__ = ["InseqEngine", "InseqFailure", "inseq_available"]
 
 _GRADIENT_LIKE = {
     "saliency",
@@ -54,6 +54,29 @@ _GRADIENT_LIKE = {
 
 # methods Inseq runs once on the full sequence (no per-step scores)
 _FINAL_STEP_METHODS = {"attention"}
+
+
+class InseqFailure(AttribError):
+    """Inseq raised while attributing (the model was restored)."""
+
+
+def _module_snapshot(model: Any) -> list[tuple[Any, dict, dict, dict, Any]]:
+    """Hooks and instance-level ``forward`` overrides of every submodule, to undo Inseq's."""
+    return [
+        (m, dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks), m.__dict__.get("forward"))
+        for m in model.modules()
+    ]
+
+
+def _restore_modules(snapshot: list[tuple[Any, dict, dict, dict, Any]]) -> None:
+    for m, fwd, pre, bwd, forward in snapshot:
+        for store, saved in ((m._forward_hooks, fwd), (m._forward_pre_hooks, pre), (m._backward_hooks, bwd)):
+            for k in [k for k in store if k not in saved]:
+                del store[k]
+        if forward is None:
+            m.__dict__.pop("forward", None)
+        else:
+            m.__dict__["forward"] = forward
 
 
 def inseq_available() -> bool:
@@ -105,11 +128,6 @@ class InseqEngine(Engine):
 
         enc_dec = is_encoder_decoder(model)
         own_scores = None
-        if method in _FINAL_STEP_METHODS and not enc_dec:
-            # Inseq computes no step scores for these; use a teacher-forced forward of our own
-            from .native import step_scores
-
-            own_scores = step_scores(model, tokenizer, samples, options.batch_size)
         device = model_device(model)
         tok = copy.deepcopy(tokenizer)  # inseq sets pad/unk tokens on what it gets
         cfg = model.config
@@ -122,16 +140,30 @@ class InseqEngine(Engine):
             model.set_attn_implementation("eager")
         kwargs = self._method_kwargs(method, options)
         results: list[AttributionResult] = []
+        snapshot = _module_snapshot(model)
         try:
             with model_guard(model):
                 # model_guard turned requires_grad off; captum only needs input grads
                 am = inseq.load_model(model, method, tokenizer=tok, device=str(device))
+                final = bool(getattr(am.attribution_method, "is_final_step_method", method in _FINAL_STEP_METHODS))
+                if final and not enc_dec:
+                    # Inseq computes no step scores for these; use a teacher-forced forward of our own
+                    from .native import step_scores
+
+                    own_scores = step_scores(model, tokenizer, samples, options.batch_size)
                 for k, s in enumerate(samples):
-                    r = self._one(am, tok, s, method, options, kwargs, model_ref, enc_dec)
+                    r = self._one(am, tok, s, method, options, kwargs, model_ref, enc_dec, final)
                     if own_scores is not None:
                         r.step_scores = own_scores[k]
                     results.append(r)
+        except AttribError:
+            raise
+        except Exception as e:  # noqa: BLE001 - report Inseq failures as ours, with the cause
+            raise InseqFailure(
+                f"Inseq failed on method {method!r} with {type(model).__name__}: {type(e).__name__}: {e}"
+            ) from e
         finally:
+            _restore_modules(snapshot)
             cfg.pad_token_id = saved_pad
             for p, g in saved_grads:
                 p.grad = g
@@ -156,12 +188,12 @@ class InseqEngine(Engine):
         kw.update(options.method_kwargs)
         return kw
 
-    def _one(self, am, tok, s: Encoded, method, options, kwargs, model_ref, enc_dec) -> AttributionResult:
+    def _one(self, am, tok, s: Encoded, method, options, kwargs, model_ref, enc_dec, final) -> AttributionResult:
         if enc_dec:
             out = am.attribute(
                 input_texts=s.prompt,
                 generated_texts=s.target,
-                step_scores=[] if method in _FINAL_STEP_METHODS else ["probability", "entropy"],
+                step_scores=[] if final else ["probability", "entropy"],
                 show_progress=False,
                 **kwargs,
             )
@@ -171,7 +203,7 @@ class InseqEngine(Engine):
             out = am.attribute(
                 input_texts=prompt,
                 generated_texts=text,
-                step_scores=[] if method in _FINAL_STEP_METHODS else ["probability", "entropy"],
+                step_scores=[] if final else ["probability", "entropy"],
                 show_progress=False,
                 **kwargs,
             )

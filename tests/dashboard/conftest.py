@@ -196,7 +196,9 @@ def fast_fail_http(monkeypatch):
 @pytest.fixture(scope="session")
 def chromium():
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+        # a missing browser must not turn the browser tests into silent skips
+        pytest.fail(f"Debian's Chromium is not installed at {CHROMIUM}: run `bash scripts/install.sh test` "
+                    "(it runs apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -40,6 +40,9 @@ def resolve_engine(method: str, engine: str = "auto") -> str:
     """Which engine runs ``method``: ``auto`` = native when it can, else inseq."""
     from .engines import get_engine
 
+    # the common case needs no catalogue of Inseq's methods (importing Inseq takes seconds)
+    if engine in ("auto", "native") and get_engine("native").supports(method):
+        return "native"
     table = list_methods()
     known = sorted(set().union(*table.values()))
     if method not in known:

@@ -33,6 +33,7 @@ import numpy as np
 
 from attrib_mlops.errors import AttribError
 from attrib_mlops.result import AttributionResult
+from attrib_mlops.tracking.errors import is_unreachable
 
 __all__ = ["Fetched", "RunRow", "RunContents", "DashboardStore", "explain_error", "is_unreachable"]
 
@@ -158,34 +159,6 @@ def _iso_to_ms(text: str | None) -> int | None:
 
 
 # ------------------------------------------------------------------- errors
-def _chain(exc: BaseException):
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
-def is_unreachable(exc: BaseException) -> bool:
-    """A connection-level failure (refused, timeout, DNS, gateway) rather than a logical error."""
-    try:
-        import requests
-
-        net: tuple = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
-    except ImportError:  # pragma: no cover
-        net = ()
-    for e in _chain(exc):
-        if isinstance(e, (ConnectionError, TimeoutError, *net)):
-            return True
-        msg = str(e)
-        if any(s in msg for s in ("Max retries exceeded", "Connection refused", "timed out",
-                                  "Name or service not known", "Response code 50", "API request to")):
-            return True
-        if getattr(e, "error_code", None) == "TEMPORARILY_UNAVAILABLE":
-            return True
-    return False
-
-
 def _short(text: str, n: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"

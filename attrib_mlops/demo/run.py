@@ -145,7 +145,5 @@ def run_demo(cfg: DemoConfig | None = None, progress: bool = True) -> dict[str, 
                         f"{seconds:.0f}s, of which attribution {attrib_cost:.1f}s ({attrib_cost / seconds:.0%})"
                     )
     finally:
-        if old_uri is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        mlflow.set_tracking_uri(old_uri)
+        mlflow.set_tracking_uri(old_uri)  # None: back to MLFLOW_TRACKING_URI / MLflow's default
     return out

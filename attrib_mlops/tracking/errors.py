@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from attrib_mlops.errors import AttribError
 
-__all__ = ["TrackingError", "SchemaVersionError", "TrackingUnavailableError"]
+__all__ = ["TrackingError", "SchemaVersionError", "TrackingUnavailableError", "is_unreachable"]
 
 
 class TrackingError(AttribError):
@@ -22,3 +22,43 @@ class SchemaVersionError(TrackingError):
 
 class TrackingUnavailableError(TrackingError):
     """The tracking server could not be reached (raised only by a ``strict=True`` writer)."""
+
+
+def _exc_chain(exc: BaseException | None):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+_UNREACHABLE_MESSAGES = (
+    "Max retries exceeded",
+    "Connection refused",
+    "timed out",
+    "Name or service not known",
+    "Response code 50",
+    "API request to",
+)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """A connection-level failure (refused, timeout, DNS, 5xx gateway) rather than a logical error.
+
+    Looks through the exception's cause/context chain, since MLflow wraps the
+    ``requests`` error in its own exception.
+    """
+    try:
+        import requests
+
+        net: tuple = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+    except ImportError:  # pragma: no cover
+        net = ()
+    for e in _exc_chain(exc):
+        if isinstance(e, (ConnectionError, TimeoutError, *net)):
+            return True
+        if any(s in str(e) for s in _UNREACHABLE_MESSAGES):
+            return True
+        if getattr(e, "error_code", None) == "TEMPORARILY_UNAVAILABLE":
+            return True
+    return False

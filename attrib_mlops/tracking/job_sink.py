@@ -31,6 +31,7 @@ import numpy as np
 
 from ..analysis import drift
 from ..result import AttributionResult
+from .layout import metric_component
 from .writer import AttributionWriter
 
 logger = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ class MlflowJobSink:
                 report.setdefault(f"{ma}_vs_{mb}", {})[method] = d
                 for key in ("spearman", "js", "topk_overlap", "mean_abs_diff"):
                     if d[key] is not None:
-                        name = f"attrib/diff/{_safe(ma)}_vs_{_safe(mb)}/{_safe(method)}/{key}"
+                        name = f"attrib/diff/{metric_component(ma)}_vs_{metric_component(mb)}/{metric_component(method)}/{key}"
                         metrics.append(Metric(name, float(d[key]), 0, 0))
         if not report:
             return
@@ -168,6 +169,3 @@ class MlflowJobSink:
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
 
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "_-." else "_" for c in name)

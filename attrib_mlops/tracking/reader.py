@@ -36,7 +36,7 @@ from attrib_mlops.errors import InputError
 from attrib_mlops.result import AttributionResult
 from attrib_mlops.tracking import layout as L
 from attrib_mlops.tracking.columnar import _open, read_results, read_sample
-from attrib_mlops.tracking.errors import SchemaVersionError, TrackingError
+from attrib_mlops.tracking.errors import SchemaVersionError, TrackingError, is_unreachable
 
 __all__ = ["AttributionReader", "RunInfo", "MetricPoint"]
 
@@ -182,7 +182,7 @@ class AttributionReader:
             except Exception as e:  # noqa: BLE001
                 from mlflow.exceptions import MlflowException
 
-                if isinstance(e, MlflowException) and not _is_network(e):
+                if isinstance(e, MlflowException) and not is_unreachable(e):
                     del self._runs[run_id]
                     raise TrackingError(f"run {run_id}: cannot be read ({str(e)[:200]})") from None
                 del self._runs[run_id]
@@ -311,7 +311,7 @@ class AttributionReader:
             shutil.rmtree(tmp, ignore_errors=True)
             from mlflow.exceptions import MlflowException
 
-            if isinstance(e, (MlflowException, OSError)) and not _is_network(e):
+            if isinstance(e, (MlflowException, OSError)) and not is_unreachable(e):
                 raise TrackingError(f"run {run_id}: {path}: cannot download ({str(e)[:200]})") from None
             raise
         if not cache:
@@ -452,7 +452,7 @@ class AttributionReader:
                     (todo.append(a.path) if a.is_dir else out.add(a.path))
             return out
         except Exception as e:  # noqa: BLE001
-            if _is_network(e):
+            if is_unreachable(e):
                 raise
             return None
 
@@ -471,7 +471,3 @@ def _tail(msg: str) -> str:
     return parts[2] if len(parts) == 3 and parts[0].startswith("run ") else msg
 
 
-def _is_network(exc: BaseException) -> bool:
-    from attrib_mlops.tracking.writer import _is_unreachable
-
-    return _is_unreachable(exc)

@@ -67,7 +67,12 @@ from attrib_mlops.errors import AttribError, InputError
 from attrib_mlops.result import AttributionResult
 from attrib_mlops.tracking import layout as L
 from attrib_mlops.tracking.columnar import read_results, write_results
-from attrib_mlops.tracking.errors import SchemaVersionError, TrackingError, TrackingUnavailableError
+from attrib_mlops.tracking.errors import (
+    SchemaVersionError,
+    TrackingError,
+    TrackingUnavailableError,
+    is_unreachable,
+)
 from attrib_mlops.tracking.html import DEFAULT_MAX_SAMPLES, render_step_html
 
 __all__ = ["AttributionWriter", "StepSummary", "default_spool_dir", "library_versions"]
@@ -111,33 +116,6 @@ def _nanmean(values: Sequence[float]) -> float:
     return float(a.mean()) if a.size else math.nan
 
 
-def _exc_chain(exc: BaseException):
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
-def _is_unreachable(exc: BaseException) -> bool:
-    """A connection-level failure (refused, timeout, DNS, 5xx gateway) rather than a logical error."""
-    try:
-        import requests
-
-        net = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
-    except ImportError:  # pragma: no cover
-        net = ()
-    for e in _exc_chain(exc):
-        if isinstance(e, (ConnectionError, TimeoutError, *net)):
-            return True
-        msg = str(e)
-        if any(s in msg for s in ("Max retries exceeded", "Connection refused", "timed out", "Response code 50")):
-            return True
-        if getattr(e, "error_code", None) == "TEMPORARILY_UNAVAILABLE":
-            return True
-    return False
-
-
 def _is_tracking_failure(exc: BaseException) -> bool:
     """Errors that keep a step in the spool (MLflow, network, file system), not programming errors."""
     from mlflow.exceptions import MlflowException
@@ -150,7 +128,7 @@ def _is_tracking_failure(exc: BaseException) -> bool:
         req = ()
     if isinstance(exc, (SchemaVersionError,)):
         return False
-    return isinstance(exc, (MlflowException, OSError, *req)) or _is_unreachable(exc)
+    return isinstance(exc, (MlflowException, OSError, *req)) or is_unreachable(exc)
 
 
 @dataclass
@@ -703,7 +681,7 @@ class AttributionWriter:
     def _report(self, failure: BaseException | None, what: str, fail_strict: bool) -> None:
         if failure is None:
             return
-        if _is_unreachable(failure):
+        if is_unreachable(failure):
             msg = f"tracking server unreachable; {what}, will retry"
         else:
             msg = f"tracking failed ({type(failure).__name__}: {str(failure)[:300]}); {what}, will retry"
@@ -820,7 +798,7 @@ class AttributionWriter:
             self.client.log_inputs(self.run_id, [DatasetInput(ds, tags=[InputTag("mlflow.data.context",
                                                                                   "attribution-probe")])])
         except Exception as e:  # noqa: BLE001 - the manifest is the record; the input is a convenience
-            if _is_unreachable(e):
+            if is_unreachable(e):
                 raise
             logger.warning("could not log the probe set as an MLflow dataset input: %s", e)
 
@@ -838,7 +816,7 @@ class AttributionWriter:
                     self.client.get_logged_model(model_id)
                     self._model_ids[model_id] = model_id
                 except MlflowException as e:
-                    if _is_unreachable(e):
+                    if is_unreachable(e):
                         raise
                     logger.warning("model_id %r is not a LoggedModel of this tracking server (%s); "
                                    "metrics are logged without it", model_id, str(e)[:200])
@@ -937,7 +915,7 @@ class AttributionWriter:
                     self.run_id, L.join(self.artifact_root, L.summary_relpath(step)), tmp)
                 doc = json.loads(Path(local).read_text(encoding="utf-8"))
             except Exception as e:  # noqa: BLE001
-                if _is_unreachable(e):
+                if is_unreachable(e):
                     raise
                 logger.warning("summary.json of step %d unreadable (%s); rewriting it from this entry", step, e)
                 doc = self._summary_doc(step, {})

@@ -28,6 +28,9 @@ def library_versions() -> dict[str, str]:
 def list_methods() -> dict[str, list[str]]:
     """Methods each engine supports, e.g. ``{"native": [...], "inseq": [...]}``.
 
+    Derived from the method registry (:mod:`attrib_mlops.engines.registry`) and, for the
+    ``inseq`` engine, from Inseq's own registry.
+
     >>> "saliency" in list_methods()["native"]
     True
     """
@@ -38,10 +41,10 @@ def list_methods() -> dict[str, list[str]]:
 
 def resolve_engine(method: str, engine: str = "auto") -> str:
     """Which engine runs ``method``: ``auto`` = native when it can, else inseq."""
-    from .engines import get_engine
+    from .engines import get_engine, method_names
 
     # the common case needs no catalogue of Inseq's methods (importing Inseq takes seconds)
-    if engine in ("auto", "native") and get_engine("native").supports(method):
+    if engine in ("auto", "native") and method in method_names("native"):
         return "native"
     table = list_methods()
     known = sorted(set().union(*table.values()))

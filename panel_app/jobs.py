@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attrib_mlops.engines.registry import method_names
 from attrib_mlops.errors import InputError
 
 __all__ = ["NATIVE_METHODS", "JobRequest", "JobHandle", "JobRunner", "parse_models", "parse_samples", "run_request",
@@ -49,9 +50,9 @@ __all__ = ["NATIVE_METHODS", "JobRequest", "JobHandle", "JobRunner", "parse_mode
 
 logger = logging.getLogger(__name__)
 
-#: Methods offered by the form (the native engine's; importing the engines would import torch).
-#: The job validates the choice against :func:`attrib_mlops.api.list_methods` when it runs.
-NATIVE_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "attention", "occlusion")
+#: Methods offered by the form: the native engine's, from the method registry (listing them imports no
+#: torch). The job validates the choice when it runs.
+NATIVE_METHODS = tuple(method_names("native"))
 _MLFLOW_REFS = ("runs:/", "models:/")
 _NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -10,7 +12,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["now_iso", "json_clean", "package_versions"]
+__all__ = [
+    "now_iso",
+    "json_clean",
+    "dumps",
+    "content_hash",
+    "nanmean",
+    "package_versions",
+    "library_versions",
+    "VERSIONED_PACKAGES",
+]
+
+#: The packages whose versions are recorded wherever provenance is written (result ``info``,
+#: manifests, job summaries, cache keys, ``attrib-mlops version``).
+VERSIONED_PACKAGES = ("attrib-mlops", "torch", "transformers", "inseq", "captum", "numpy", "pyarrow", "mlflow", "bokeh")
 
 
 def now_iso() -> str:
@@ -49,3 +64,52 @@ def package_versions(names: Iterable[str]) -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of :data:`VERSIONED_PACKAGES` (the one list of libraries recorded for provenance).
+
+    >>> "attrib-mlops" in library_versions()
+    True
+    """
+    return package_versions(VERSIONED_PACKAGES)
+
+
+def dumps(obj: Any, *, canonical: bool = False) -> str:
+    """Compact JSON text with UTF-8 kept as is.
+
+    Args:
+        obj: the value.
+        canonical: ``True`` for the text that is hashed (fingerprints, cache keys): keys
+            sorted, values JSON cannot hold written as ``str(value)``. ``False`` (default)
+            for the text that is stored (manifests, summaries): NaN/inf become ``null``
+            and numpy values plain Python ones (:func:`json_clean`), keys keep their order.
+
+    >>> dumps({"b": float("nan"), "a": np.int64(1)})
+    '{"b":null,"a":1}'
+    >>> dumps({"b": 1, "a": "é"}, canonical=True)
+    '{"a":"é","b":1}'
+    """
+    if canonical:
+        return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return json.dumps(json_clean(obj), allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
+def content_hash(obj: Any) -> str:
+    """sha256 hex digest of ``dumps(obj, canonical=True)``: the fingerprint of JSON-like content.
+
+    >>> content_hash({"a": 1, "b": 2}) == content_hash({"b": 2, "a": 1}), len(content_hash([]))
+    (True, 64)
+    """
+    return hashlib.sha256(dumps(obj, canonical=True).encode("utf-8")).hexdigest()
+
+
+def nanmean(values: Iterable[Any], empty: Any = math.nan) -> Any:
+    """Mean of the finite values (``None``, NaN and inf are left out); ``empty`` when there is none.
+
+    >>> nanmean([1.0, None, float("nan"), 3.0]), nanmean([None], empty=None)
+    (2.0, None)
+    """
+    a = np.asarray([v for v in values if v is not None], dtype=np.float64).ravel()
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else empty

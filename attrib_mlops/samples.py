@@ -27,23 +27,28 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
-import math
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ._util import content_hash
 from .errors import InputError
+from .sample_rows import (
+    FILE_SUFFIXES,
+    Sample,
+    check_unique_ids,
+    columns,
+    make_sample,
+    read_rows,
+    require_prompt,
+    select,
+    stored_sample,
+)
 
 __all__ = ["Sample", "ProbeSet", "SamplesSpec", "BUILTIN_SOURCES", "register_builtin_source", "FILE_SUFFIXES"]
-
-FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 DEMO_PREFIX = "demo:"
 
 
@@ -113,35 +118,6 @@ def register_builtin_source(name: str, factory: Callable[[int, int], Any]) -> No
     BUILTIN_SOURCES[name] = factory
 
 
-# --------------------------------------------------------------------------- sample
-@dataclass
-class Sample:
-    """One probe: a prompt, an optional teacher-forced target and optional ground truth.
-
-    Attributes:
-        id: unique within its probe set.
-        prompt: non-empty prompt text.
-        target: continuation text (include the leading space the tokenizer needs), or None.
-        ground_truth: prompt token positions that hold the evidence, or None.
-        meta: the row's other fields (JSON-friendly).
-    """
-
-    id: str
-    prompt: str
-    target: str | None = None
-    ground_truth: list[int] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "prompt": self.prompt,
-            "target": self.target,
-            "ground_truth": None if self.ground_truth is None else list(self.ground_truth),
-            "meta": dict(self.meta),
-        }
-
-
 # --------------------------------------------------------------------------- probe set
 @dataclass
 class ProbeSet:
@@ -152,7 +128,7 @@ class ProbeSet:
     source: str
 
     def __post_init__(self) -> None:
-        _check_unique_ids(self.samples, self.source)
+        check_unique_ids(self.samples, self.source)
 
     # sequence protocol
     def __len__(self) -> int:
@@ -183,6 +159,23 @@ class ProbeSet:
         """JSON-friendly list of dicts (``id``, ``prompt``, ``target``, ``ground_truth``, ``meta``)."""
         return [s.to_record() for s in self.samples]
 
+    def stored_records(self) -> list[dict[str, Any]]:
+        """The samples in the stored shape of an attribution manifest (see :meth:`Sample.stored_record`)."""
+        return [s.stored_record() for s in self.samples]
+
+    def storage_section(self) -> dict[str, Any]:
+        """The ``probe`` section of an attribution manifest (storage schema v1).
+
+        ``{"n", "fingerprint", "samples", "tokens": {}}``; the fingerprint is the sha256 of the
+        canonical JSON of :meth:`stored_records` (it tells a writer whether a run already holds
+        steps on another probe set).
+
+        >>> ProbeSet.from_stored([{"id": "s0", "prompt": "a b"}]).storage_section()["samples"]
+        [{'id': 's0', 'prompt': 'a b', 'target': '', 'ground_truth': None}]
+        """
+        records = self.stored_records()
+        return {"n": len(records), "fingerprint": content_hash(records), "samples": records, "tokens": {}}
+
     def __repr__(self) -> str:
         return f"ProbeSet({len(self.samples)} samples from {self.source!r}, fingerprint={self.fingerprint[:12]})"
 
@@ -206,13 +199,50 @@ class ProbeSet:
             if not isinstance(r, dict):
                 raise InputError(f"{source}: row {k} is a {type(r).__name__}, expected an object with a "
                                  f"{prompt_field!r} field")
-        columns = _columns(records)
-        _require_prompt(prompt_field, columns, source)
-        idx = _select(len(records), limit, seed)
+        require_prompt(prompt_field, columns(records), source)
+        idx = select(len(records), limit, seed)
         samples = [
-            _make_sample(records[i], i, prompt_field, target_field, ground_truth_field, id_field, source) for i in idx
+            make_sample(records[i], i, prompt_field, target_field, ground_truth_field, id_field, source) for i in idx
         ]
         return cls(samples, _content_fingerprint(samples), source)
+
+    @classmethod
+    def from_stored(cls, records: Sequence[Mapping[str, Any]] | Any, *, source: str = "probe") -> ProbeSet:
+        """Samples from rows of the stored shape (what a manifest holds, what ``log_probe_set`` takes).
+
+        Rows: ``id`` (or ``sample_id``; default the row position), ``prompt`` (may be empty),
+        ``target`` (``""`` or missing = none), ``ground_truth``. A ``datasets.Dataset`` is read
+        row by row. The fingerprint is the content fingerprint, as for :meth:`from_records`.
+
+        Raises:
+            InputError: no rows, a row that is not a dict, duplicated ids or a bad ground truth.
+        """
+        if hasattr(records, "to_list") and not isinstance(records, (list, tuple)):  # datasets.Dataset
+            records = records.to_list()
+        samples = [stored_sample(row, i) for i, row in enumerate(records)]
+        if not samples:
+            raise InputError("the probe set is empty; expected at least one sample")
+        return cls(samples, _content_fingerprint(samples), source)
+
+    @classmethod
+    def coerce(cls, probe: Any, *, source: str = "probe") -> ProbeSet:
+        """A probe set from a ``ProbeSet`` (as is), a ``datasets.Dataset``, records or a list of prompts.
+
+        >>> ProbeSet.coerce(["a b", "c"]).ids
+        ['sample-0', 'sample-1']
+        """
+        if isinstance(probe, ProbeSet):
+            return probe
+        if hasattr(probe, "column_names") and hasattr(probe, "select"):
+            return cls.from_dataset(probe)
+        if isinstance(probe, str):
+            raise InputError("probe must be a list of prompts or samples, a datasets.Dataset or a ProbeSet, not a str")
+        items = list(probe)
+        if not items:
+            raise InputError("the probe set is empty; give at least one sample")
+        if all(isinstance(x, str) for x in items):
+            items = [{"prompt": p} for p in items]
+        return cls.from_records(items, source=source)
 
     @classmethod
     def from_dataset(
@@ -232,14 +262,14 @@ class ProbeSet:
         The fingerprint combines ``ds._fingerprint`` with the selected row indices and the
         field mapping (content hash when the dataset has no fingerprint).
         """
-        columns = list(getattr(ds, "column_names", None) or [])
+        names = list(getattr(ds, "column_names", None) or [])
         source = source or f"dataset {getattr(ds, 'info', None) and ds.info.dataset_name or type(ds).__name__}"
-        _require_prompt(prompt_field, columns, source)
+        require_prompt(prompt_field, names, source)
         n = len(ds)
-        idx = _select(n, limit, seed)
+        idx = select(n, limit, seed)
         rows = ds.select(idx) if len(idx) != n else ds
         samples = [
-            _make_sample(row, i, prompt_field, target_field, ground_truth_field, id_field, source)
+            make_sample(row, i, prompt_field, target_field, ground_truth_field, id_field, source)
             for i, row in zip(idx, rows)
         ]
         base = getattr(ds, "_fingerprint", None)
@@ -249,7 +279,7 @@ class ProbeSet:
                 "rows": idx,
                 "fields": [prompt_field, target_field, ground_truth_field, id_field],
             }
-            fp = hashlib.sha256(_dumps(payload).encode()).hexdigest()
+            fp = content_hash(payload)
         else:
             fp = _content_fingerprint(samples)
         return cls(samples, fp, source)
@@ -289,23 +319,7 @@ class ProbeSet:
             ps = cls.from_dataset(ds, **kw, source=str(p))
             ps.fingerprint = _content_fingerprint(ps.samples)
             return ps
-        suffix = p.suffix.lower()
-        if suffix == ".json":
-            records = _read_json(p)
-        elif suffix == ".jsonl":
-            records = _read_jsonl(p)
-        elif suffix == ".csv":
-            records = _read_csv(p)
-        elif suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            records = pq.read_table(p).to_pylist()
-        else:
-            raise InputError(
-                f"samples file '{p}' has an unsupported type {suffix or '(no suffix)'}; "
-                f"supported: {', '.join(FILE_SUFFIXES)} or a save_to_disk folder"
-            )
-        return cls.from_records(records, **kw, source=str(p))
+        return cls.from_records(read_rows(p), **kw, source=str(p))
 
     @classmethod
     def from_spec(cls, spec: SamplesSpec | dict[str, Any] | str) -> ProbeSet:
@@ -342,171 +356,5 @@ class ProbeSet:
 
 
 # --------------------------------------------------------------------------- helpers
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
 def _content_fingerprint(samples: Sequence[Sample]) -> str:
-    return hashlib.sha256(_dumps([s.to_record() for s in samples]).encode()).hexdigest()
-
-
-def _columns(records: Sequence[dict[str, Any]]) -> list[str]:
-    seen: dict[str, None] = {}
-    for r in records:
-        for k in r:
-            seen.setdefault(str(k), None)
-    return list(seen)
-
-
-def _require_prompt(prompt_field: str, columns: Sequence[str], source: str) -> None:
-    if prompt_field not in columns:
-        avail = ", ".join(columns) if columns else "(none)"
-        raise InputError(
-            f"{source}: prompt field {prompt_field!r} not found; available columns: {avail}. "
-            "Set samples.prompt_field (prompt_field=...) to the column that holds the prompts."
-        )
-
-
-def _select(n: int, limit: int | None, seed: int | None) -> list[int]:
-    if limit is not None and limit < 1:
-        raise InputError(f"limit must be >= 1, got {limit}")
-    if limit is None or limit >= n:
-        return list(range(n))
-    if seed is None:
-        return list(range(limit))
-    rng = np.random.default_rng(seed)
-    return sorted(int(i) for i in rng.choice(n, size=limit, replace=False))
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _jsonable(v.tolist())
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return f if math.isfinite(f) else None
-    if v is None or isinstance(v, (str, int)):
-        return v
-    return str(v)
-
-
-def _parse_ground_truth(v: Any, where: str) -> list[int] | None:
-    if v is None:
-        return None
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    if isinstance(v, str):
-        s = v.strip()
-        if not s:
-            return None
-        if s.startswith("["):
-            try:
-                v = json.loads(s)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{where}: ground truth {s!r} is not a JSON list of ints ({e.msg})") from None
-        else:
-            parts = s.replace(",", " ").split()
-            try:
-                return [int(p) for p in parts]
-            except ValueError:
-                raise InputError(
-                    f"{where}: ground truth {s!r} must be a JSON list like '[2, 5]' or space-separated ints like '2 5'"
-                ) from None
-    if isinstance(v, np.ndarray):
-        v = v.tolist()
-    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
-        return [int(v)]
-    if not isinstance(v, (list, tuple)):
-        raise InputError(f"{where}: ground truth must be a list of token positions, got {type(v).__name__}")
-    out = []
-    for x in v:
-        if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
-            if isinstance(x, float) and x.is_integer():
-                x = int(x)
-            else:
-                raise InputError(f"{where}: ground truth must hold ints (token positions), got {x!r}")
-        if int(x) < 0:
-            raise InputError(f"{where}: ground truth position {int(x)} is negative")
-        out.append(int(x))
-    return out
-
-
-def _make_sample(
-    row: dict[str, Any],
-    index: int,
-    prompt_field: str,
-    target_field: str | None,
-    gt_field: str | None,
-    id_field: str | None,
-    source: str,
-) -> Sample:
-    where = f"{source}: row {index}"
-    prompt = row.get(prompt_field)
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InputError(f"{where}: field {prompt_field!r} must be a non-empty string, got {prompt!r}")
-    target = row.get(target_field) if target_field else None
-    if isinstance(target, float) and math.isnan(target):
-        target = None
-    if target is not None and not isinstance(target, str):
-        raise InputError(f"{where}: field {target_field!r} must be a string, got {type(target).__name__}")
-    if target == "":
-        target = None  # an empty cell (CSV) means "no target"
-    gt = _parse_ground_truth(row.get(gt_field), where) if gt_field else None
-    raw_id = row.get(id_field) if id_field else None
-    if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
-        sid = f"sample-{index}"
-    else:
-        sid = str(_jsonable(raw_id))
-    used = {prompt_field, target_field, gt_field, id_field}
-    meta = {str(k): _jsonable(v) for k, v in row.items() if k not in used}
-    return Sample(id=sid, prompt=prompt, target=target, ground_truth=gt, meta=meta)
-
-
-def _check_unique_ids(samples: Sequence[Sample], source: str) -> None:
-    seen: set[str] = set()
-    dups: list[str] = []
-    for s in samples:
-        if s.id in seen and s.id not in dups:
-            dups.append(s.id)
-        seen.add(s.id)
-    if dups:
-        shown = ", ".join(repr(d) for d in dups[:5]) + (" ..." if len(dups) > 5 else "")
-        raise InputError(f"{source}: duplicate sample ids {shown}; every sample needs a unique id")
-
-
-def _read_json(p: Path) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"samples file '{p}' is not valid JSON: {e.msg} at line {e.lineno}") from None
-    if not isinstance(data, list):
-        raise InputError(f"samples file '{p}' must hold a JSON list of objects, got {type(data).__name__}")
-    return data
-
-
-def _read_jsonl(p: Path) -> list[dict[str, Any]]:
-    out = []
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise InputError(f"samples file '{p}', line {lineno}: not valid JSON ({e.msg})") from None
-    return out
-
-
-def _read_csv(p: Path) -> list[dict[str, Any]]:
-    with p.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames:
-            raise InputError(f"samples file '{p}' has no header row")
-        return [dict(r) for r in reader]
+    return content_hash([s.to_record() for s in samples])

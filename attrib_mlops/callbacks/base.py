@@ -39,21 +39,13 @@ __all__ = ["AttributionMonitor", "normalize_probe"]
 
 
 def normalize_probe(probe: Any):
-    """A :class:`~attrib_mlops.samples.ProbeSet` from a Dataset, records, prompts or a ProbeSet."""
+    """A :class:`~attrib_mlops.samples.ProbeSet` from a Dataset, records, prompts or a ProbeSet.
+
+    Same as :meth:`ProbeSet.coerce <attrib_mlops.samples.ProbeSet.coerce>` (kept for existing callers).
+    """
     from ..samples import ProbeSet
 
-    if isinstance(probe, ProbeSet):
-        return probe
-    if hasattr(probe, "column_names") and hasattr(probe, "select"):
-        return ProbeSet.from_dataset(probe)
-    if isinstance(probe, str):
-        raise InputError("probe must be a list of prompts or samples, a datasets.Dataset or a ProbeSet, not a str")
-    items = list(probe)
-    if not items:
-        raise InputError("the probe set is empty; give at least one sample")
-    if all(isinstance(x, str) for x in items):
-        items = [{"prompt": p} for p in items]
-    return ProbeSet.from_records(items, source="probe")
+    return ProbeSet.coerce(probe)
 
 
 class AttributionMonitor:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._util import package_versions
+from ._util import library_versions
 from .errors import InputError, UnknownMethodError, UnsupportedMethodError
 from .options import AttributeOptions, parse_options
 from .result import AttributionResult
@@ -16,14 +16,6 @@ from .result import AttributionResult
 logger = logging.getLogger(__name__)
 
 __all__ = ["attribute", "list_methods", "resolve_engine", "library_versions"]
-
-_VERSIONED = ("attrib-mlops", "torch", "transformers", "inseq", "captum")
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape a result (for provenance and cache keys)."""
-    return package_versions(_VERSIONED)
-
 
 def list_methods() -> dict[str, list[str]]:
     """Methods each engine supports, e.g. ``{"native": [...], "inseq": [...]}``.
@@ -120,8 +112,8 @@ def attribute(
         encode_samples,
         generate_targets,
         is_encoder_decoder,
-        load_model_and_tokenizer,
     )
+    from .model_refs import load_model
 
     opts = parse_options(options, **kwargs)
     method_list = _as_list(methods, "methods") or []
@@ -140,7 +132,7 @@ def attribute(
     if sample_ids is not None and len(sample_ids) != len(prompt_list):
         raise InputError(f"got {len(prompt_list)} prompts but {len(sample_ids)} sample_ids")
 
-    model, tokenizer, model_ref = load_model_and_tokenizer(model, tokenizer, opts)
+    model, tokenizer, model_ref = load_model(model, tokenizer, opts)
     if engine == "auto" and is_encoder_decoder(model):
         engines = {m: "inseq" for m in method_list}  # the native path is decoder-only
     limit = context_limit(model)

@@ -216,7 +216,7 @@ def run_cmd(
 
     Finished results are cached (content-keyed), so an interrupted run resumes where it stopped and an unchanged re-run computes nothing. Writes manifest.json, results/<model>/<method>.jsonl and summary.json to the output folder, logs one MLflow run per job (status RUNNING/FINISHED/FAILED; with two or more models on the same targets also their difference summaries) and prints the mean metrics per (model, method).
     """  # noqa: E501
-    from .job import load_job, run_job
+    from .jobs import LocalFolderSink, load_job, run_job
 
     spec = load_job(job)
     update: dict[str, Any] = {}
@@ -226,8 +226,6 @@ def run_cmd(
         update["cache_dir"] = str(cache_dir)
     if update:
         spec = spec.model_copy(update=update)
-    from .job import LocalFolderSink
-
     sinks: list[Any] = [LocalFolderSink(spec.output_dir)]
     mlflow_sink = None
     if mlflow_log:

@@ -39,6 +39,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
+from attrib_mlops._util import nanmean as _nanmean
 from attrib_mlops.errors import InputError
 
 __all__ = [
@@ -72,13 +73,12 @@ def nanmean(values: Iterable[float | None]) -> float | None:
     >>> nanmean([1.0, None, float("inf"), 2.0]), nanmean([])
     (1.5, None)
     """
-    kept = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    return math.fsum(kept) / len(kept) if kept else None
+    return _nanmean(values, empty=None)
 
 
 def _share(values: Iterable[float | bool | None]) -> float | None:
     """Share of true values among the defined ones (booleans or 0/1)."""
-    return nanmean(float(v) for v in values if v is not None)
+    return nanmean([float(v) for v in values if v is not None])
 
 
 #: How per-sample values combine over samples: ``mean`` of the finite values, ``share`` of true values.

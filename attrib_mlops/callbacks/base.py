@@ -382,7 +382,7 @@ class AttributionMonitor:
         import json
         from pathlib import Path
 
-        from ..tracking.writer import default_spool_dir
+        from ..tracking.spool import default_spool_dir
 
         root = Path(self.spool_dir) if self.spool_dir is not None else default_spool_dir()
         out = root / "unassigned"

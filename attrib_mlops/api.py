@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._util import package_versions
+from ._util import library_versions
 from .errors import InputError, UnknownMethodError, UnsupportedMethodError
 from .options import AttributeOptions, parse_options
 from .result import AttributionResult
@@ -17,16 +17,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["attribute", "list_methods", "resolve_engine", "library_versions"]
 
-_VERSIONED = ("attrib-mlops", "torch", "transformers", "inseq", "captum")
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape a result (for provenance and cache keys)."""
-    return package_versions(_VERSIONED)
-
-
 def list_methods() -> dict[str, list[str]]:
     """Methods each engine supports, e.g. ``{"native": [...], "inseq": [...]}``.
+
+    Derived from the method registry (:mod:`attrib_mlops.engines.registry`) and, for the
+    ``inseq`` engine, from Inseq's own registry.
 
     >>> "saliency" in list_methods()["native"]
     True
@@ -38,10 +33,10 @@ def list_methods() -> dict[str, list[str]]:
 
 def resolve_engine(method: str, engine: str = "auto") -> str:
     """Which engine runs ``method``: ``auto`` = native when it can, else inseq."""
-    from .engines import get_engine
+    from .engines import get_engine, method_names
 
     # the common case needs no catalogue of Inseq's methods (importing Inseq takes seconds)
-    if engine in ("auto", "native") and get_engine("native").supports(method):
+    if engine in ("auto", "native") and method in method_names("native"):
         return "native"
     table = list_methods()
     known = sorted(set().union(*table.values()))
@@ -117,8 +112,8 @@ def attribute(
         encode_samples,
         generate_targets,
         is_encoder_decoder,
-        load_model_and_tokenizer,
     )
+    from .model_refs import load_model
 
     opts = parse_options(options, **kwargs)
     method_list = _as_list(methods, "methods") or []
@@ -137,7 +132,7 @@ def attribute(
     if sample_ids is not None and len(sample_ids) != len(prompt_list):
         raise InputError(f"got {len(prompt_list)} prompts but {len(sample_ids)} sample_ids")
 
-    model, tokenizer, model_ref = load_model_and_tokenizer(model, tokenizer, opts)
+    model, tokenizer, model_ref = load_model(model, tokenizer, opts)
     if engine == "auto" and is_encoder_decoder(model):
         engines = {m: "inseq" for m in method_list}  # the native path is decoder-only
     limit = context_limit(model)

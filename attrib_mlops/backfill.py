@@ -59,72 +59,84 @@ def backfill(
 ) -> dict[str, Any]:
     """Attribute every not-yet-logged checkpoint into ``run_id`` (or a new run).
 
-    Returns ``{"run_id", "logged": [steps], "skipped": [steps]}``.
-    """
-    import mlflow
-    from mlflow.tracking import MlflowClient
+    Runs through the job runner (:func:`~attrib_mlops.jobs.run_job`): one job model per
+    checkpoint, written by a :class:`~attrib_mlops.jobs.StepSink` at the checkpoint's step
+    (all methods of a checkpoint in one commit). Nothing is cached: every checkpoint not
+    yet logged is attributed.
 
-    from .api import attribute
-    from .callbacks.base import normalize_probe
-    from .engines.prep import load_model_and_tokenizer
-    from .options import parse_options
-    from .tracking import AttributionReader, AttributionWriter, TrackingError
+    Returns ``{"run_id", "logged": [steps], "skipped": [steps]}``.
+
+    Example:
+        >>> backfill("out/", run_id="0a1b...", tracking_uri="sqlite:///mlflow.db")   # doctest: +SKIP
+        {'run_id': '0a1b...', 'logged': [20, 30], 'skipped': [10]}
+    """
+    from .jobs import JobSpec, LocalExecutor, StepSink, run_job
+    from .jobs.executor import ModelLoader
+    from .samples import ProbeSet
+    from .tracking import AttributionReader, TrackingError
+    from .tracking.runs import get_or_create_run
 
     ckpts = find_checkpoints(checkpoints_dir)
     if not ckpts:
         raise InputError(f"no checkpoint-<step> folders with a config.json under {str(checkpoints_dir)!r}")
-    uri = tracking_uri or mlflow.get_tracking_uri()
-    client = MlflowClient(tracking_uri=uri)
-    reader = AttributionReader(uri)
+    handle = get_or_create_run(tracking_uri=tracking_uri, run_id=run_id, verify=run_id is not None,
+                               experiment=experiment, run_name=f"backfill-{Path(checkpoints_dir).name}")
+    reader = AttributionReader(handle.tracking_uri)
     done: set[int] = set()
     run_probe = None
-    if run_id is not None:
+    if not handle.created:
         try:
-            client.get_run(run_id)
-        except Exception as e:  # noqa: BLE001
-            raise InputError(f"MLflow run {run_id!r} not found at {uri}: {e}") from None
-        try:
-            done = set(reader.steps(run_id))
-            run_probe = reader.probe(run_id)
+            done = set(reader.steps(handle.run_id))
+            run_probe = reader.probe(handle.run_id)
         except TrackingError:
             done, run_probe = set(), None  # a run without attribution yet
-    else:
-        exp = client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
-        run_id = client.create_run(exp_id, tags={"mlflow.runName": f"backfill-{Path(checkpoints_dir).name}"}).info.run_id
-    if probe is None:
-        if not run_probe:
-            raise InputError("the run has no probe set yet; pass one (probe= or --probe)")
-        probe_set = normalize_probe(run_probe)
-    else:
-        probe_set = normalize_probe(probe)
-    opts = parse_options(options or {})
-    writer = AttributionWriter(client, run_id=run_id, spool_dir=spool_dir)
-    writer.log_probe_set(probe_set.to_records())
-    targets = probe_set.targets
-    targets = list(targets) if all(t is not None for t in targets) else None
+    if probe is None and not run_probe:
+        raise InputError("the run has no probe set yet; pass one (probe= or --probe)")
+    probe_set = ProbeSet.coerce(run_probe if probe is None else probe)
     todo = [(s, p) for s, p in ckpts if s not in done]
     skipped = sorted(s for s, _ in ckpts if s in done)
     if skipped:
-        logger.info("backfill: steps %s are already logged in run %s; skipping them", skipped, run_id)
-    bar = None
-    if progress:
+        logger.info("backfill: steps %s are already logged in run %s; skipping them", skipped, handle.run_id)
+    if not todo:
+        return {"run_id": handle.run_id, "logged": [], "skipped": skipped}
+    spec = JobSpec(
+        name="backfill", models=[{"name": f"checkpoint-{s}", "ref": str(p)} for s, p in todo],
+        methods=list(methods), engine=engine, samples={"source": probe_set.source},
+        targets="given" if all(t is not None for t in probe_set.targets) else "generate",
+        options=dict(options or {}), cache_dir=None,
+    )
+    sink = StepSink(run_id=handle.run_id, tracking_uri=handle.tracking_uri, spool_dir=spool_dir,
+                    steps={f"checkpoint-{s}": s for s, _ in todo}, model_label=model_name, terminate=False)
+    loader: ModelLoader | None = None
+    if tokenizer is not None:
+        from .model_refs import load_model
+
+        def loader(m, opts):  # the given tokenizer (a reference or a loaded one) for every checkpoint
+            model, tok, _ = load_model(m.ref, tokenizer, opts)
+            return model, tok
+
+    bar = _CheckpointBar(len(todo), progress)
+    try:
+        run_job(spec, sinks=[sink], progress=False, executor=LocalExecutor(loader=loader), on_event=bar.update,
+                probe=probe_set)
+    finally:
+        bar.close()
+    return {"run_id": handle.run_id, "logged": sink.logged_steps, "skipped": skipped}
+
+
+class _CheckpointBar:
+    """One tqdm bar over the checkpoints (advanced as the runner reports each finished model)."""
+
+    def __init__(self, total: int, enabled: bool):
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(todo), desc="backfill", unit="checkpoint")
-    logged = []
-    for step, path in todo:
-        model, tok, _ = load_model_and_tokenizer(str(path), tokenizer, opts)
-        results = attribute(
-            model, tok, probe_set.prompts, targets, methods=list(methods), engine=engine,
-            sample_ids=probe_set.ids, options=opts,
-        )
-        writer.log_step(step, results, model=model_name)
-        logged.append(step)
-        if bar is not None:
-            bar.update(1)
-        del model
-    if bar is not None:
-        bar.close()
-    writer.flush()
-    return {"run_id": run_id, "logged": logged, "skipped": skipped}
+        self.bar = tqdm(total=total, desc="backfill", unit="checkpoint", disable=not enabled)
+        self.total = total
+
+    def update(self, event: Any) -> None:
+        done = int(event.progress * self.total + 1e-9)
+        if done > self.bar.n:
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,7 +1,10 @@
 """Pure-numpy analysis of attribution matrices (no torch, mlflow or transformers).
 
 ``aggregate`` turns matrices into importances, windows, normalised and combined
-matrices; ``metrics`` turns them into scalar metrics for tracking.
+matrices; ``metrics`` turns them into scalar metrics for tracking; ``registry``
+registers every metric once (name, function, direction, aggregation), with one
+module per attribution kind in ``kinds/``; ``compare`` pairs two result sets by
+sample id with token checks.
 """
 
 from attrib_mlops.analysis.aggregate import (
@@ -20,6 +23,7 @@ from attrib_mlops.analysis.aggregate import (
     temporal_weighted_sum,
     window_importance,
 )
+from attrib_mlops.analysis.compare import Pairing, SamplePair, align_prefix, pair_samples
 from attrib_mlops.analysis.metrics import (
     concentration,
     drift,
@@ -33,9 +37,18 @@ from attrib_mlops.analysis.metrics import (
     summarize,
     topk_overlap,
 )
+from attrib_mlops.analysis.registry import Metric, get_metric, list_metrics, register_metric
 
 __all__ = [
     "DIM_AGGREGATIONS",
+    "Metric",
+    "Pairing",
+    "SamplePair",
+    "align_prefix",
+    "get_metric",
+    "list_metrics",
+    "pair_samples",
+    "register_metric",
     "check_same_tokens",
     "common_prefix_alignment",
     "concentration",

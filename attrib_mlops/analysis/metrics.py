@@ -281,14 +281,10 @@ def drift(res_a: MatrixLike, res_b: MatrixLike, k: int = 3, kendall: bool = True
         >>> d["spearman"], d["topk_overlap"]
         (-1.0, 0.0)
     """
-    k = _check_k(k)
-    ia, ib = _importances_of_same_sources([res_a, res_b], ["a", "b"])
-    out = {"spearman": _robust_rank_corr(ia, ib, stats.spearmanr, "drift")}
-    if kendall:
-        out["kendall"] = _robust_rank_corr(ia, ib, stats.kendalltau, "drift")
-    out["js"] = jensen_shannon(ia, ib)
-    out["topk_overlap"] = topk_overlap(ia, ib, k)
-    return out
+    from attrib_mlops.analysis.kinds.token_matrix import PairContext
+    from attrib_mlops.analysis.registry import compute
+
+    return compute("drift", PairContext(res_a, res_b, _check_k(k)), skip=() if kendall else ("kendall",))
 
 
 def method_agreement(results_by_method: Mapping[str, MatrixLike]) -> dict[str, float]:
@@ -425,7 +421,7 @@ def summarize(
 ) -> dict[str, float]:
     """One flat dict of scalar metrics for a single result, with MLflow-safe keys.
 
-    Keys: ``concentration_entropy``, ``topk_mass`` (top ``k``), then
+    The ``sample`` metrics of the metric registry (:mod:`attrib_mlops.analysis.registry`). Keys: ``concentration_entropy``, ``topk_mass`` (top ``k``), then
     ``mean_probability`` / ``mean_entropy`` when those step scores exist, then
     ``hit_at_1``, ``hit_at_3`` and ``mean_rank`` when ``true_positions`` is
     given (ranked over the prompt rows, by ``target_index`` as in
@@ -439,14 +435,7 @@ def summarize(
     """
     if not isinstance(result, AttributionResult):
         raise InputError(f"summarize needs an AttributionResult, got {type(result).__name__}")
-    conc = concentration(result, k=k)
-    out = {"concentration_entropy": conc["entropy"], "topk_mass": conc["topk_mass"]}
-    for name in ("probability", "entropy"):
-        if name in result.step_scores:
-            out[f"mean_{name}"] = _nanmean(result.step_scores[name])
-    if true_positions is not None:
-        for kk in (1, 3):
-            gta = ground_truth_alignment(result, true_positions, k=kk, target_index=target_index)
-            out[f"hit_at_{kk}"] = gta[f"hit@{kk}"]
-        out["mean_rank"] = gta["mean_rank"]
-    return out
+    from attrib_mlops.analysis.kinds.token_matrix import SampleContext
+    from attrib_mlops.analysis.registry import compute
+
+    return compute("sample", SampleContext(result, k=k, true_positions=true_positions, target_index=target_index))

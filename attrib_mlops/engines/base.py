@@ -1,7 +1,8 @@
 """Engine interface and the tiny registry that names them.
 
 An engine turns encoded samples into :class:`~attrib_mlops.result.AttributionResult`
-objects for one method. Engines never import tracking or the dashboard.
+objects for one method. Engines never import tracking or the dashboard. The
+methods an engine implements are registered classes (:mod:`.registry`).
 """
 
 from __future__ import annotations
@@ -51,12 +52,20 @@ def register_engine(cls: type[Engine]) -> type[Engine]:
     return cls
 
 
+def _load_builtin() -> None:
+    """Import the built-in engine modules (each registers its engine with :func:`register_engine`)."""
+    from . import inseq_engine, native  # noqa: F401
+
+
 def engine_names() -> list[str]:
+    """Names of the registered engines."""
+    _load_builtin()
     return sorted(_REGISTRY)
 
 
 def get_engine(name: str) -> Engine:
     """The engine registered under ``name``; the error lists the valid names."""
+    _load_builtin()
     if name not in _REGISTRY:
         raise AttribError(f"unknown engine {name!r}; valid engines: {', '.join(engine_names() + ['auto'])}")
     if name not in _INSTANCES:

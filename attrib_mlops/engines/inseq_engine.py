@@ -30,27 +30,12 @@ import torch
 from ..errors import AttribError, InputError, UnsupportedMethodError
 from ..options import AttributeOptions
 from ..result import AttributionResult
-from .base import Engine
+from .base import Engine, register_engine
 from .prep import Encoded, is_encoder_decoder, model_device, model_guard
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["InseqEngine", "InseqFailure", "inseq_available"]
-
-_GRADIENT_LIKE = {
-    "saliency",
-    "input_x_gradient",
-    "integrated_gradients",
-    "deeplift",
-    "gradient_shap",
-    "layer_integrated_gradients",
-    "layer_gradient_x_activation",
-    "layer_deeplift",
-    "sequential_integrated_gradients",
-    "discretized_integrated_gradients",
-    "lime",
-}
-
 
 # methods Inseq runs once on the full sequence (no per-step scores)
 _FINAL_STEP_METHODS = {"attention"}
@@ -94,6 +79,7 @@ def _inseq_version() -> str:
         return "unknown"
 
 
+@register_engine
 class InseqEngine(Engine):
     """Every Inseq feature-attribution method, one sample at a time."""
 

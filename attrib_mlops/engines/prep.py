@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,6 @@ __all__ = [
 ]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
 
 
 @dataclass
@@ -80,27 +78,13 @@ def context_limit(model: Any) -> int | None:
     return None
 
 
-def _resolve_mlflow_uri(ref: str) -> str:
-    """Download an MLflow model/artifact URI and return the folder holding config.json."""
-    try:
-        import mlflow
-    except ImportError as e:  # pragma: no cover
-        raise ModelLoadError(f"'{ref}' is an MLflow URI but mlflow is not installed") from e
-    dst = tempfile.mkdtemp(prefix="attrib-mlops-model-")
-    try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=dst)
-    except Exception as e:  # noqa: BLE001 - mlflow raises many types
-        raise ModelLoadError(f"could not download model '{ref}' from MLflow: {e}") from e
-    for root, _dirs, files in os.walk(local):
-        if "config.json" in files:
-            return root
-    raise ModelLoadError(f"MLflow artifact '{ref}' holds no Hugging Face model folder (no config.json found)")
-
-
 def load_model_and_tokenizer(
     model: Any, tokenizer: Any = None, options: AttributeOptions | None = None
 ) -> tuple[Any, Any, str]:
-    """Accept loaded objects or references (local path, hub id, MLflow URI).
+    """Accept loaded objects or references (local path or hub id).
+
+    MLflow URIs are resolved to a local folder before this is called
+    (:func:`attrib_mlops.model_refs.load_model`): engines import no MLflow.
 
     Returns ``(model, tokenizer, model_ref)``. A loaded model is used as it is
     (its device and dtype are the user's); a reference is loaded with
@@ -110,7 +94,7 @@ def load_model_and_tokenizer(
     model_ref = model if isinstance(model, (str, os.PathLike)) else model_ref_of(model)
     if isinstance(model, (str, os.PathLike)):
         ref = str(model)
-        path = _resolve_mlflow_uri(ref) if ref.startswith(_MLFLOW_SCHEMES) else ref
+        path = ref
         try:
             from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
@@ -120,8 +104,6 @@ def load_model_and_tokenizer(
             if options.dtype:
                 kwargs["dtype"] = _DTYPES[options.dtype]
             model = cls.from_pretrained(path, **kwargs)
-        except ModelLoadError:
-            raise
         except Exception as e:  # noqa: BLE001
             hint = "" if Path(path).exists() else " (not a local folder; hub ids need network access)"
             raise ModelLoadError(f"could not load model '{ref}'{hint}: {type(e).__name__}: {e}") from e

@@ -1,0 +1,103 @@
+"""Task kinds: what a job does for a method of one attribution kind (one class per kind).
+
+The runner is the same for every kind; what differs lives in a :class:`TaskKind`:
+how one batch of samples is attributed, how a result is stored in the cache (its
+JSON codec) and which extra inputs make its cache key. A method's kind comes from
+the method registry (:attr:`~attrib_mlops.engines.registry.AttributionMethod.kind`;
+Inseq's methods are token matrices). Sinks receive each kind's results as they are
+(``write(model, method, results)``) and store them in that kind's format.
+
+Adding a kind to jobs: subclass :class:`TaskKind` with ``name`` set to the kind's name
+in a new module of this package (it registers itself when imported; add the import to
+:func:`load_task_kinds`), and copy ``tests/jobs/test_kinds.py``.
+
+Example:
+    >>> task_kind("token_matrix").name
+    'token_matrix'
+    >>> method_kind("saliency", "native")
+    'token_matrix'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from ..analysis.registry import TOKEN_MATRIX
+from ..errors import InputError
+from ..options import AttributeOptions
+from ..result import AttributionResult
+
+__all__ = ["TaskKind", "TokenMatrixTask", "task_kind", "task_kind_names", "method_kind"]
+
+_TASKS: dict[str, type[TaskKind]] = {}
+
+
+class TaskKind:
+    """How jobs handle the results of one attribution kind (subclasses with a ``name`` register themselves)."""
+
+    name: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            _TASKS[cls.name] = cls
+
+    def attribute(self, model: Any, tokenizer: Any, prompts: Sequence[str], targets: Sequence[str], method: str,
+                  engine: str, sample_ids: Sequence[str], options: AttributeOptions) -> list[Any]:
+        """Attribute one batch: one result per prompt, in order."""
+        raise NotImplementedError
+
+    def encode(self, result: Any) -> dict[str, Any]:
+        """JSON form of one result (for the cache)."""
+        return result.to_dict()
+
+    def decode(self, data: dict[str, Any]) -> Any:
+        """A result from :meth:`encode`'s output."""
+        raise NotImplementedError
+
+    def key_extra(self, sample: Any) -> dict[str, Any]:
+        """Inputs of a sample beyond prompt and target that determine its result (part of the cache key)."""
+        return {}
+
+
+class TokenMatrixTask(TaskKind):
+    """Token matrices (:class:`~attrib_mlops.result.AttributionResult`) through :func:`attrib_mlops.api.attribute`."""
+
+    name = TOKEN_MATRIX
+
+    def attribute(self, model, tokenizer, prompts, targets, method, engine, sample_ids, options):
+        from .. import api  # module attribute lookup: tests and wrappers can patch api.attribute
+
+        return api.attribute(model, tokenizer, list(prompts), list(targets), [method], engine,
+                             sample_ids=list(sample_ids), options=options)
+
+    def decode(self, data: dict[str, Any]) -> AttributionResult:
+        return AttributionResult.from_dict(data)
+
+
+def load_task_kinds() -> None:
+    """Import the task kinds defined outside this module (none yet: the token matrix is built in)."""
+
+
+def task_kind(name: str) -> TaskKind:
+    """The task kind registered as ``name``; the error lists the valid ones."""
+    load_task_kinds()
+    if name not in _TASKS:
+        raise InputError(f"jobs cannot run methods of kind {name!r} yet; kinds: {', '.join(task_kind_names())}")
+    return _TASKS[name]()
+
+
+def task_kind_names() -> list[str]:
+    load_task_kinds()
+    return list(_TASKS)
+
+
+def method_kind(method: str, engine: str) -> str:
+    """The attribution kind of ``method`` run by ``engine`` (registered class, else a token matrix)."""
+    from ..engines.registry import method_classes
+
+    for cls in method_classes(engine):
+        if cls.name == method:
+            return cls.kind
+    return TOKEN_MATRIX

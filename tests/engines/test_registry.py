@@ -1,0 +1,43 @@
+"""The method registry: one class per method, listed without torch, derived everywhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from attrib_mlops.api import list_methods
+from attrib_mlops.engines.registry import AttributionMethod, get_method, method_classes, method_names
+from attrib_mlops.errors import UnknownMethodError, UnsupportedMethodError
+
+
+def test_native_methods_come_from_the_method_modules():
+    assert method_names("native") == ["saliency", "input_x_gradient", "integrated_gradients", "attention",
+                                      "occlusion"]
+    assert list_methods()["native"] == method_names("native")
+    assert {c.__module__.rsplit(".", 1)[-1] for c in method_classes("native")} == set(method_names("native"))
+    assert all(c.kind == "token_matrix" for c in method_classes("native"))
+
+
+def test_listing_methods_imports_no_torch():
+    code = ("import sys; from attrib_mlops.engines.registry import method_names; n = method_names('native'); "
+            "import attrib_mlops.engines; assert 'torch' not in sys.modules, 'torch imported'; print(len(n))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "5"
+
+
+def test_a_new_method_class_registers_itself_and_errors_name_the_choices():
+    class Constant(AttributionMethod):
+        name, engine, order = "test_constant_reg", "test_engine_reg", 1
+
+    assert get_method("test_constant_reg", "test_engine_reg") is Constant
+    assert get_method("test_constant_reg") is Constant
+    assert "test_constant_reg" not in method_names("native")
+    with pytest.raises(UnsupportedMethodError, match="native engine does not implement 'lime'; it supports saliency"):
+        get_method("lime", "native")
+    with pytest.raises(UnknownMethodError, match="unknown attribution method 'nope'"):
+        get_method("nope")
+    with pytest.raises(TypeError, match="names no engine"):
+        type("NoEngine", (AttributionMethod,), {"name": "test_no_engine"})

@@ -257,7 +257,7 @@ class AttributionReader:
         return list(self.manifest(run_id).get("methods", {}))
 
     def kinds(self, run_id: str) -> list[str]:
-        """Kinds of attribution the run's steps hold (``["tokens"]`` for everything schema v1 wrote)."""
+        """Kinds of attribution the run's steps hold (``["token_matrix"]`` for everything schema v1 wrote)."""
         steps = self.manifest(run_id)["steps"]
         return [n for n in kind_names() if any(get_kind(n).files(s) for s in steps)]
 

@@ -77,9 +77,6 @@ __all__ = ["AttributionWriter", "StepSummary", "default_spool_dir", "library_ver
 
 logger = logging.getLogger(__name__)
 
-DRIFT_LOGGED = ("spearman", "js", "topk_overlap")
-
-
 @dataclass
 class StepSummary:
     """What :meth:`AttributionWriter.log_step` computed and where it went.
@@ -283,7 +280,7 @@ class AttributionWriter:
             self._refs.remember(kind, step, model, method, {str(r.sample_id): r for r in rs})
         if section.get("agreement"):
             summary.agreement = section["agreement"]
-        metrics = self._metric_records(step, model, section, model_id or self.model_id)
+        metrics = self._metric_records(kind, step, model, section, model_id or self.model_id)
         summary.mlflow_metrics = {m["key"]: m["value"] for m in metrics}
         entry = self._stage(kind, step, model, groups, section, metrics)
         summary.spool_path = entry
@@ -327,14 +324,13 @@ class AttributionWriter:
         self.flush()
 
     # ============================================================ per-step metrics
-    def _metric_records(self, step: int, model: str, section: dict[str, Any], model_id: str | None) -> list[dict]:
+    def _metric_records(self, kind: StorageKind, step: int, model: str, section: dict[str, Any],
+                        model_id: str | None) -> list[dict]:
         ts = int(time.time() * 1000)
         recs = []
         for method, sec in section["methods"].items():
             for name, v in sec["metrics"].items():
-                if name.startswith("drift_") and not name.endswith(DRIFT_LOGGED):
-                    continue  # kendall stays in summary.json
-                if v is not None and math.isfinite(v):
+                if v is not None and math.isfinite(v) and kind.logged(name):  # e.g. kendall: summary only
                     recs.append({"key": L.metric_key(method, name, model), "value": float(v), "timestamp": ts,
                                  "step": step, "model_id": model_id, "method": method})
         for name, v in section.get("agreement", {}).items():
@@ -443,7 +439,7 @@ class AttributionWriter:
     def _commit_entry(self, entry: Path) -> None:
         info = self.spool.read(entry)
         step, model = int(info["step"]), info["model"]
-        kind = get_kind(info.get("kind", DEFAULT_KIND))  # entries spooled before kinds existed are tokens
+        kind = get_kind(info.get("kind", DEFAULT_KIND))  # entries spooled before kinds existed are token matrices
         man = copy.deepcopy(self._server_manifest())
         steps = man.setdefault("steps", [])
         record = M.find_step(man, step)

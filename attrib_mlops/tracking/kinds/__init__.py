@@ -1,6 +1,6 @@
 """Kinds of attribution results in storage: one module per kind, found by the registry in :mod:`.base`.
 
-The token matrix (:mod:`.tokens`) is storage schema v1. To add a kind, write one module
+The token matrix (:mod:`.token_matrix`) is storage schema v1. To add a kind, write one module
 here with a :class:`StorageKind` subclass (see ``docs/storage.md``, "Adding a kind").
 """
 

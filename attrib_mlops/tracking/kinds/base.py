@@ -1,6 +1,6 @@
 """What a kind of attribution result is to storage, and the registry the writer and reader dispatch through.
 
-A *kind* is one shape of result: the token matrix (:mod:`.tokens`, storage schema
+A *kind* is one shape of result: the token matrix (:mod:`.token_matrix`, storage schema
 v1), and the kinds to come (per-source scores of a target span, per-training-example
 scores of a query). Each kind is one module in this package holding one
 :class:`StorageKind` subclass; the subclass joins the registry by naming itself
@@ -14,7 +14,7 @@ A kind owns, for its results:
   ``<model>/<method><suffix>``, ``summary.json`` and ``view.html``, and an entry in the
   manifest's step record, ``step["kinds"][<kind>] = {"models", "files", "summary",
   "view", "n_samples"}`` (the token kind keeps the v1 places: the step directory
-  itself and the step record's own keys, see :class:`~.tokens.TokensKind`);
+  itself and the step record's own keys, see :class:`~.token_matrix.TokenMatrixKind`);
 * its metrics (``compute``: a summary section ``{"methods": {method: {"metrics",
   "samples", ...}}, "agreement": {...}}``) and its HTML view (``render``);
 * a version, recorded in the manifest as ``"kinds": {<kind>: {"version": n}}``;
@@ -33,14 +33,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from attrib_mlops.analysis.registry import TOKEN_MATRIX
 from attrib_mlops.errors import InputError
 from attrib_mlops.tracking import layout as L
 from attrib_mlops.tracking.errors import SchemaVersionError
 
 __all__ = ["StorageKind", "get_kind", "kind_names", "kind_of", "DEFAULT_KIND"]
 
-#: The kind of a call that names none, and of everything schema v1 wrote.
-DEFAULT_KIND = "tokens"
+#: The kind of a call that names none, and of everything schema v1 wrote (the token matrix; the
+#: kinds of every layer share their names, see :mod:`attrib_mlops.analysis.registry`).
+DEFAULT_KIND = TOKEN_MATRIX
 
 _REGISTRY: dict[str, StorageKind] = {}
 _discovered = False
@@ -50,7 +52,7 @@ class StorageKind:
     """One kind of attribution result in storage (subclass it in a module of this package).
 
     Class attributes:
-        name: registry name and directory name (``"tokens"``).
+        name: registry name and directory name (``"sources"``); the kind's name in every layer.
         version: storage version of this kind; bump it when a reader of the previous one would misread.
         result_type: the result class the kind stores (``log_step`` dispatches on it).
         suffix: file suffix of one (model, method) file (``".parquet"``).
@@ -161,9 +163,14 @@ class StorageKind:
 
         Returns:
             ``{"methods": {method: {"metrics": {name: mean}, "samples": {sid: {name: value}}, ...}},
-            "agreement": {name: value}}``; every finite ``metrics`` and ``agreement`` value is logged.
+            "agreement": {name: value}}``; the finite ``metrics`` values :meth:`logged` accepts and
+            every finite ``agreement`` value go to MLflow.
         """
         raise NotImplementedError
+
+    def logged(self, name: str) -> bool:
+        """Whether the aggregate ``name`` of a section's ``metrics`` goes to MLflow (default: every one)."""
+        return True
 
     def render(self, panels: Mapping[tuple[str, str], list[Any]], meta: dict[str, Any], title: str) -> str:
         """The kind's self-contained ``view.html`` for ``{(model, method): results}``."""
@@ -192,7 +199,7 @@ def kind_names() -> list[str]:
 def get_kind(name: str | StorageKind = DEFAULT_KIND) -> StorageKind:
     """The registered kind ``name``.
 
-    >>> get_kind("tokens").suffix
+    >>> get_kind("token_matrix").suffix
     '.parquet'
 
     Raises:

@@ -7,7 +7,7 @@ what it reads and writes:
 * files directly in the step directory: ``steps/<step>/<model>/<method>.parquet``,
   ``steps/<step>/summary.json``, ``steps/<step>/view.html``;
 * its manifest entry is the step record's own ``models`` / ``files`` / ``summary`` /
-  ``view`` / ``n_samples`` keys (not ``step["kinds"]["tokens"]``);
+  ``view`` / ``n_samples`` keys (not ``step["kinds"]["token_matrix"]``);
 * the probe section of the manifest gets each model's tokens (``probe.tokens``).
 
 Metrics per sample: :func:`attrib_mlops.analysis.summarize` (concentration, top-k
@@ -29,6 +29,8 @@ import numpy as np
 
 from attrib_mlops._util import nanmean
 from attrib_mlops.analysis import drift, method_agreement, source_importance, summarize, target_importance
+from attrib_mlops.analysis.compare import pair_samples
+from attrib_mlops.analysis.registry import TOKEN_MATRIX, compute, get_metric, list_metrics
 from attrib_mlops.errors import AttribError
 from attrib_mlops.result import AttributionResult
 from attrib_mlops.tracking import layout as L
@@ -37,23 +39,39 @@ from attrib_mlops.tracking.errors import SchemaVersionError, TrackingError
 from attrib_mlops.tracking.html import render_step_html
 from attrib_mlops.tracking.kinds.base import StorageKind
 
-__all__ = ["TokensKind"]
+__all__ = ["TokenMatrixKind"]
 
 # the warnings keep the logger name they had when this code lived in the writer
 logger = logging.getLogger("attrib_mlops.tracking.writer")
 
-#: Metrics a sample gets when none is defined (non-finite matrix).
-UNDEFINED = ("concentration_entropy", "topk_mass")
+#: Reference points of drift, as they prefix the per-sample keys (``drift_prev_spearman``).
+_DRIFT_PREFIXES = ("drift_prev_", "drift_first_")
+
+
+def _undefined() -> dict[str, float]:
+    """NaN for each sample metric that every result has (what a sample whose metrics are undefined gets).
+
+    Those are the registered metrics the registry computes on a result with no step scores and no
+    ground truth.
+    """
+    from attrib_mlops.analysis.kinds.token_matrix import SampleContext
+
+    plain = AttributionResult(np.ones((1, 1)), ["a"], ["b"], "none", "none", n_prompt=1)
+    return {name: math.nan for name in compute("sample", SampleContext(plain))}
+
+
+def _kendall_logged() -> bool:
+    return get_metric("kendall", "drift").logged
 
 
 def _vec(v: np.ndarray) -> list[float | None]:
     return [float(f"{x:.6g}") if math.isfinite(x) else None for x in np.asarray(v, dtype=np.float64).tolist()]
 
 
-class TokensKind(StorageKind):
+class TokenMatrixKind(StorageKind):
     """Token attribution matrices (source tokens x generated tokens), one Parquet file per (model, method)."""
 
-    name = "tokens"
+    name = TOKEN_MATRIX
     version = L.SCHEMA_VERSION
     result_type = AttributionResult
     suffix = ".parquet"
@@ -122,18 +140,15 @@ class TokensKind(StorageKind):
                 if ref is None:
                     continue
                 n_used = 0
-                for r in rs:
-                    sid = str(r.sample_id)
-                    other = ref.get(sid)
-                    if other is None:
-                        continue
+                # different source tokens (e.g. a new generation): not comparable, skipped
+                for pair in pair_samples(rs, ref.values(), match="source").pairs:
                     try:
-                        d = drift(other, r, k=k, kendall=False)  # Kendall is not logged
-                    except AttribError:  # different source tokens (e.g. a new generation): not comparable
+                        d = drift(pair.b, pair.a, k=k, kendall=_kendall_logged())
+                    except AttribError:
                         continue
                     n_used += 1
                     for name, v in d.items():
-                        per_sample[sid][f"drift_{which}_{name}"] = v
+                        per_sample[pair.sample_id][f"drift_{which}_{name}"] = v
                 drift_info[f"{which}_n_samples"] = n_used
             keys = sorted({key for m in per_sample.values() for key in m})
             agg = {key: nanmean([m.get(key, math.nan) for m in per_sample.values()]) for key in keys}
@@ -165,7 +180,7 @@ class TokensKind(StorageKind):
             if "nonfinite" not in warned:
                 logger.warning("sample %r (%s): metrics undefined (%s)", r.sample_id, r.method, e)
                 warned.add("nonfinite")
-            return {name: math.nan for name in UNDEFINED}
+            return _undefined()
 
     @staticmethod
     def _agreement(groups: Mapping[str, list[AttributionResult]]) -> dict[str, float]:
@@ -180,6 +195,15 @@ class TokensKind(StorageKind):
             for key, v in ag.items():
                 pairs.setdefault(key.replace("~", "_vs_"), []).append(v)
         return {name: nanmean(v) for name, v in pairs.items()}
+
+    def logged(self, name: str) -> bool:
+        """Whether the registry logs the metric behind ``name`` (``drift_prev_kendall``: no)."""
+        scope = "sample"
+        for prefix in _DRIFT_PREFIXES:
+            if name.startswith(prefix):
+                name, scope = name[len(prefix):], "drift"
+        found = [m for m in list_metrics(scope, TOKEN_MATRIX) if name in (m.name, m.summary_name)]
+        return all(m.logged for m in found)
 
     # ------------------------------------------------------------ view
     def render(self, panels: Mapping[tuple[str, str], list[AttributionResult]], meta: dict[str, Any],

@@ -79,7 +79,7 @@ def test_analysis_imports_no_heavy_stack_and_no_higher_layer():
 def test_compute_packages_know_no_tracking_mlflow_or_dashboard(package):
     higher = ("attrib_mlops.tracking", "attrib_mlops.jobs", "attrib_mlops.job", "attrib_mlops.check",
               "attrib_mlops.cli", "attrib_mlops.callbacks", "attrib_mlops.backfill", "attrib_mlops.demo",
-              "attrib_mlops.api", "attrib_mlops.model_refs", "mlflow", "panel", "panel_app", "bokeh")
+              "attrib_mlops.demo_runner", "attrib_mlops.api", "attrib_mlops.model_refs", "mlflow", "panel", "panel_app", "bokeh")
 
     def bad(mod, names):
         return "compute imports no tracking, MLflow, dashboard or entry point" if _under(mod, *higher) else None
@@ -110,7 +110,7 @@ def test_dashboard_reads_through_the_reader_and_runs_jobs_through_the_runner():
 
 def test_lower_layers_import_no_entry_points():
     entry = ("attrib_mlops.cli", "attrib_mlops.check", "attrib_mlops.callbacks", "attrib_mlops.backfill",
-             "attrib_mlops.demo", "panel_app")
+             "attrib_mlops.demo_runner", "panel_app")
     lower = _modules("attrib_mlops", "analysis") + _modules("attrib_mlops", "engines") + \
         _modules("attrib_mlops", "tracking") + _modules("attrib_mlops", "jobs")
 

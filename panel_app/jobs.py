@@ -342,14 +342,11 @@ def run_request(req: JobRequest, tracking_uri: str | None, spool_dir: str | os.P
                     on_run=lambda run_id: report(run_id=run_id, message="run created"))
 
     def load(m: Any, opts: Any) -> tuple[Any, Any]:  # MLflow references are downloaded into the job's folder
-        from attrib_mlops.engines.prep import load_model_and_tokenizer
-        from attrib_mlops.model_refs import is_mlflow_ref, resolve_model_ref
+        from attrib_mlops.model_refs import is_mlflow_ref, load_model
 
-        if is_mlflow_ref(m.ref):
-            report(message=f"downloading {m.ref} from the tracking store")
-        path = resolve_model_ref(m.ref, tracking_uri=tracking_uri, dst_dir=spool_dir)
-        report(message=f"loading model {m.name}")
-        model, tok, _ = load_model_and_tokenizer(path, None, opts)
+        report(message=f"downloading {m.ref} from the tracking store" if is_mlflow_ref(m.ref)
+               else f"loading model {m.name}")
+        model, tok, _ = load_model(m.ref, None, opts, tracking_uri=tracking_uri, dst_dir=spool_dir)
         return model, tok
 
     def on_event(e: Any) -> None:  # the status is reported below, once the run is ended

@@ -42,6 +42,7 @@ __all__ = [
     "Match",
     "SamplePair",
     "Pairing",
+    "count_reasons",
     "by_sample_id",
     "first_difference",
     "truncate_targets",
@@ -126,10 +127,15 @@ class Pairing:
     @property
     def skipped_counts(self) -> dict[str, int]:
         """``{reason: count}`` of the skipped samples."""
-        out: dict[str, int] = {}
-        for s in self.skipped:
-            out[s["reason"]] = out.get(s["reason"], 0) + 1
-        return out
+        return count_reasons(self.skipped)
+
+
+def count_reasons(skipped: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """``{reason: count}`` of skipped samples (``{"id", "reason", "detail"}`` records), in order of appearance."""
+    out: dict[str, int] = {}
+    for s in skipped:
+        out[s["reason"]] = out.get(s["reason"], 0) + 1
+    return out
 
 
 def _skip_reason(a: AttributionResult, b: AttributionResult, match: str) -> tuple[str, str] | None:

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..errors import SpecError
-from ..options import format_validation_error
+from ..options import format_validation_error, parse_yaml
 from .rules import Rule, rules
 
 __all__ = ["Policy", "MethodPolicy", "load_policy", "as_policy"]
@@ -147,20 +147,14 @@ def load_policy(path: str | os.PathLike) -> Policy:
     Raises:
         SpecError: missing/unreadable file, syntax error, unknown key or wrong type (the key is named).
     """
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"policy file '{p}' not found" + (" (it is a folder)" if p.is_dir() else ""))
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"cannot read policy file '{p}': {e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise SpecError(f"policy file '{p}' is not valid YAML: {' '.join(str(problem).split())}{at}") from None
+    data = parse_yaml(text, f"policy file '{p}'")
     if data is None:
         data = {}
     if not isinstance(data, dict):

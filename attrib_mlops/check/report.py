@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .._util import json_clean, now_iso
+from ..analysis.compare import count_reasons
 from .rules import RuleResult, fmt
 
 __all__ = ["EXIT_CODES", "Verdict", "MethodReport", "CheckResult"]
@@ -62,10 +63,7 @@ class MethodReport:
 
     @property
     def skipped_counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for s in self.skipped:
-            out[s["reason"]] = out.get(s["reason"], 0) + 1
-        return out
+        return count_reasons(self.skipped)
 
 
 @dataclass

@@ -28,7 +28,7 @@ def demo_cmd(
 
     Everything runs locally (no network): a tiny GPT-2 is fine-tuned with the HF Trainer while the AttributionCallback attributes a fixed probe set every --log-every steps. The second run learns a shortcut (a spurious hint cue), so the two runs reach similar accuracy but attribute differently. Then prints how to open the MLflow UI and the dashboard.
     """  # noqa: E501
-    from ..demo.run import EXPERIMENT, DemoConfig, run_demo
+    from ..demo_runner import EXPERIMENT, DemoConfig, run_demo
 
     cfg = DemoConfig(store=store, max_steps=steps, log_every=log_every)
     if quick:

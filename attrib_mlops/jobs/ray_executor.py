@@ -161,14 +161,16 @@ class _ModelWorker:
         self._loader = loader or _default_loader
         self._models: dict[str, tuple[str, Any, Any]] = {}
         self.units_done = 0
+        self.loads = 0
 
     def pid(self) -> int:
         """Process id of this worker."""
         return os.getpid()
 
     def stats(self) -> dict[str, Any]:
-        """Process id, units computed since this process started, models loaded."""
-        return {"pid": os.getpid(), "units_done": self.units_done, "models": sorted(self._models)}
+        """Process id, units computed and model loads since this process started, models held."""
+        return {"pid": os.getpid(), "units_done": self.units_done, "loads": self.loads,
+                "models": sorted(self._models)}
 
     def _get(self, spec: ModelSpec, options: AttributeOptions) -> tuple[Any, Any]:
         key = content_hash({"spec": spec.model_dump(mode="json"), "options": options.model_dump(mode="json")})
@@ -176,6 +178,7 @@ class _ModelWorker:
         if cur is None or cur[0] != key:
             self._models.pop(spec.name, None)
             model, tok = self._loader(spec, options)
+            self.loads += 1
             cur = self._models[spec.name] = (key, model, tok)
         return cur[1], cur[2]
 
@@ -349,7 +352,7 @@ class RayExecutor:
         return [self._wait(a.pid.remote()) for a in self._pool()]
 
     def worker_stats(self) -> list[dict[str, Any]]:
-        """Per actor: process id, units computed since it (re)started, models it holds."""
+        """Per actor: process id, units computed and model loads since it (re)started, models it holds."""
         return [self._wait(a.stats.remote()) for a in self._pool()]
 
     # ------------------------------------------------------------------ Executor protocol

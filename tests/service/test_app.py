@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -78,7 +79,7 @@ def test_auth_unknown_ids_invalid_specs_and_local_docs(service, tiny_dir):
     assert c.get(url + "/api/jobs", headers=h).json() == {"jobs": []}  # nothing invalid was recorded
 
     async def ws_refused():
-        with pytest.raises(websockets.exceptions.InvalidStatus) as e:
+        with pytest.raises(InvalidStatus) as e:
             await _events(service, "nope", {})
         return e.value.response.status_code
 
@@ -88,7 +89,7 @@ def test_auth_unknown_ids_invalid_specs_and_local_docs(service, tiny_dir):
         async with websockets.connect(f"ws://127.0.0.1:{service.port}/api/ws/jobs/nope?token={service.token}",
                                       open_timeout=60) as ws:
             msg = json.loads(await ws.recv())
-            with pytest.raises(websockets.exceptions.ConnectionClosed):
+            with pytest.raises(ConnectionClosed):
                 await ws.recv()
             return msg, ws.close_code
 

@@ -116,10 +116,11 @@ def backfill(
     if tokenizer is not None:
         from .model_refs import load_model
 
-        def loader(m, opts):  # the given tokenizer (a reference or a loaded one) for every checkpoint
+        def with_tokenizer(m: Any, opts: Any) -> tuple[Any, Any]:  # the given tokenizer for every checkpoint
             model, tok, _ = load_model(m.ref, tokenizer, opts)
             return model, tok
 
+        loader = with_tokenizer
     bar = _CheckpointBar(len(todo), progress)
     try:
         if executor is not None and loader is not None:

@@ -107,3 +107,20 @@ def parse_options(options: dict[str, Any] | AttributeOptions | None = None, **kw
     except ValidationError as err:
         valid = ", ".join(AttributeOptions.model_fields)
         raise SpecError(format_validation_error(err, "attribution options") + f". Valid options: {valid}") from None
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)``; a syntax error is a :class:`SpecError` naming ``where``, the line and column.
+
+    >>> parse_yaml("a: 1", "policy file 'p.yaml'")
+    {'a': 1}
+    """
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise SpecError(f"{where} is not valid YAML: {' '.join(str(problem).split())}{at}") from None

@@ -31,13 +31,14 @@ def main() -> None:
     from mlflow.tracking import MlflowClient
 
     from attrib_mlops.callbacks import AttributionCallback
-    from attrib_mlops.demo.run import _train_data, DemoConfig
+    from attrib_mlops.demo_runner import DemoConfig, train_data
     from attrib_mlops.demo.tasks import keyvalue_vocab, probe_set
     from attrib_mlops.demo.tiny import build_tiny_model
     from attrib_mlops.demo.train import DEFAULT_MODEL, train_keyvalue
+    from attrib_mlops.tracking.runs import get_or_create_run
 
     cfg = DemoConfig(max_steps=args.steps, log_every=args.log_every)
-    data = _train_data("clean", cfg)
+    data = train_data("clean", cfg)
     probe = probe_set(n=cfg.n_probe, shortcut=True)
 
     def train(callbacks):
@@ -49,8 +50,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
-        client = MlflowClient(uri)
-        run_id = client.create_run(client.create_experiment("overhead", artifact_location=f"{tmp}/a")).info.run_id
+        run_id = get_or_create_run(client=MlflowClient(uri), experiment="overhead", artifact_location=f"{tmp}/a").run_id
         cb = AttributionCallback(probe, methods=args.methods, every_n_steps=args.log_every, on_save=False,
                                  run_id=run_id, tracking_uri=uri, spool_dir=f"{tmp}/spool")
         t_plain, loss_plain = train([])

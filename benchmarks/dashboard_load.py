@@ -67,15 +67,16 @@ def build_store(root: Path, n_samples: int, n_steps: int, methods: tuple[str, ..
 
     from attrib_mlops.result import AttributionResult, future_mask
     from attrib_mlops.tracking import AttributionWriter
+    from attrib_mlops.tracking.runs import get_or_create_run
 
     root.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("dashboard-bench", artifact_location=str(root / "artifacts"))
-    run = client.create_run(exp, run_name=f"bench-{n_samples}x{n_steps}")
+    run_id = get_or_create_run(client=client, experiment="dashboard-bench", artifact_location=str(root / "artifacts"),
+                               run_name=f"bench-{n_samples}x{n_steps}").run_id
     rng = np.random.default_rng(0)
     shapes = [(int(rng.integers(16, 25)), int(rng.integers(4, 9))) for _ in range(n_samples)]
     toks = [[f"w{(7 * k + i) % 97}" for i in range(p + t)] for k, (p, t) in enumerate(shapes)]
-    writer = AttributionWriter(client, run_id=run.info.run_id, spool_dir=root / "spool")
+    writer = AttributionWriter(client, run_id=run_id, spool_dir=root / "spool")
     writer.log_probe_set([{"id": f"s{k}", "prompt": " ".join(tk[:p]), "target": " " + " ".join(tk[p:])}
                           for k, ((p, _t), tk) in enumerate(zip(shapes, toks))])
     for s in range(n_steps):
@@ -93,10 +94,10 @@ def build_store(root: Path, n_samples: int, n_steps: int, methods: tuple[str, ..
                     prompt=" ".join(tk[:p]), target=" " + " ".join(tk[p:])))
         writer.log_step(step, results)
         print(f"  logged step {step} ({len(results)} results) in {time.perf_counter() - t0:.1f} s", flush=True)
-    client.set_terminated(run.info.run_id, "FINISHED")
-    marker.write_text(json.dumps({"run_id": run.info.run_id, "samples": n_samples, "steps": n_steps,
+    client.set_terminated(run_id, "FINISHED")
+    marker.write_text(json.dumps({"run_id": run_id, "samples": n_samples, "steps": n_steps,
                                   "methods": list(methods)}))
-    return uri, run.info.run_id
+    return uri, run_id
 
 
 def free_port() -> int:

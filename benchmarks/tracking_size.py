@@ -78,11 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow.tracking import MlflowClient
 
     from attrib_mlops.tracking import AttributionReader, AttributionWriter, write_results
+    from attrib_mlops.tracking.runs import get_or_create_run
 
     tmp = Path(tempfile.mkdtemp(prefix="attrib-bench-"))
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
-    exp = client.create_experiment("bench", artifact_location=str(tmp / "artifacts"))
-    run_id = client.create_run(exp).info.run_id
+    run_id = get_or_create_run(client=client, experiment="bench", artifact_location=str(tmp / "artifacts")).run_id
     writer = AttributionWriter(client, run_id, spool_dir=tmp / "spool")
 
     shapes, base = make_probe(args.samples)

@@ -8,9 +8,9 @@ watched by one of its threads, so a running job never blocks the page. Each job:
 2. loads each model once, from a local folder or from the tracking store
    (``runs:/<run_id>/<path>``, ``models:/<name or id>...``) - never from the hub, and
    always with ``trust_remote_code`` off;
-3. attributes the samples in chunks with :func:`attrib_mlops.api.attribute` (progress
-   = chunks done / chunks in total) and logs the results as step 0 of the run with
-   :class:`~attrib_mlops.tracking.AttributionWriter` (one model = one ``model`` of the step);
+3. runs through the job runner (:func:`attrib_mlops.jobs.run_job`: cached results, progress
+   = samples done / samples in total) and logs the results as step 0 of the run
+   (:class:`~attrib_mlops.jobs.StepSink`; one model = one ``model`` of the step);
 4. ends the run ``FINISHED`` (or ``FAILED`` with the error in the tag ``attrib_mlops.error``),
    so it shows up in the overview.
 
@@ -57,9 +57,13 @@ _MLFLOW_REFS = ("runs:/", "models:/")
 _NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def _safe_name(text: str, default: str) -> str:
+    """``text`` as a name of letters, digits and ``._-`` (what job and model names may hold)."""
+    return (_NAME_OK.sub("_", text).strip("._-") or default)[:60]
+
+
 def _model_name(ref: str) -> str:
-    base = ref.rstrip("/").split("/")[-1] or "model"
-    return (_NAME_OK.sub("_", base).strip("._-") or "model")[:60]
+    return _safe_name(ref.rstrip("/").split("/")[-1], "model")
 
 
 def parse_models(text: str) -> list[tuple[str, str]]:
@@ -273,7 +277,8 @@ class JobRunner:
         req_path = folder / "request.json"
         req_path.write_text(json.dumps(dataclasses.asdict(handle.request)), encoding="utf-8")
         log_path = folder / "worker.log"
-        cmd = [sys.executable, "-m", "panel_app.jobs", "--request", str(req_path), "--spool-dir", str(folder)]
+        cmd = [sys.executable, "-m", "panel_app.jobs", "--request", str(req_path), "--spool-dir", str(folder),
+               "--cache-dir", str(self.spool_dir / "cache")]
         if self.tracking_uri:
             cmd += ["--tracking-uri", self.tracking_uri]
         env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
@@ -310,91 +315,62 @@ _EVENT_KEYS = frozenset({"status", "progress", "message", "run_id", "error"})
 
 
 def run_request(req: JobRequest, tracking_uri: str | None, spool_dir: str | os.PathLike,
-                report: Callable[..., None]) -> str:
-    """Do one job in this process (what the worker runs); ``report(**fields)`` gets progress. Returns the run id."""
-    from mlflow.tracking import MlflowClient
+                report: Callable[..., None], cache_dir: str | os.PathLike | None = None) -> str:
+    """Do one job in this process (what the worker runs); ``report(**fields)`` gets progress. Returns the run id.
 
-    from attrib_mlops.api import attribute, resolve_engine
-    from attrib_mlops.engines.prep import load_model_and_tokenizer
-    from attrib_mlops.options import AttributeOptions
-    from attrib_mlops.tracking import AttributionWriter
+    The job runs through the job runner (:func:`attrib_mlops.jobs.run_job`) with a
+    :class:`~attrib_mlops.jobs.JobSpec` built from the request: results are cached in
+    ``cache_dir`` (default ``<spool_dir>/cache``) and every model is logged as step 0 of one
+    new MLflow run (:class:`~attrib_mlops.jobs.StepSink`).
+    """
+    from attrib_mlops.jobs import JobSpec, LocalExecutor, ResultCache, StepSink, run_job
+    from attrib_mlops.samples import ProbeSet
 
     report(status="running", message="starting", progress=0.0)
-    for m in req.methods:
-        resolve_engine(m, req.engine)  # unknown method -> a clear error before anything is logged
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(req.experiment)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(req.experiment)
-    run = client.create_run(exp_id, run_name=req.name, tags={
-        "attrib_mlops.job": "dashboard", "mlflow.source.name": "attrib-mlops dashboard"})
-    run_id = run.info.run_id
-    report(run_id=run_id, message="run created")
+    probe = ProbeSet.from_stored([{"id": i, "prompt": p, "target": (req.targets[k] if req.targets else "")}
+                                  for k, (i, p) in enumerate(zip(req.sample_ids, req.prompts))], source="dashboard")
+    cache = Path(cache_dir) if cache_dir is not None else Path(spool_dir) / "cache"
+    spec = JobSpec(
+        name=_safe_name(req.name, "job"), models=[{"name": n, "ref": r} for n, r in req.models], methods=req.methods,
+        engine=req.engine, samples={"source": "dashboard"}, targets="given" if req.targets else "generate",
+        options={"batch_size": req.batch_size, "max_new_tokens": req.max_new_tokens, "trust_remote_code": False},
+        output_dir=str(spool_dir), cache_dir=str(cache),
+    )
+    sink = StepSink(tracking_uri=tracking_uri, experiment=req.experiment, run_name=req.name, spool_dir=spool_dir,
+                    tags={"attrib_mlops.job": "dashboard", "mlflow.source.name": "attrib-mlops dashboard"},
+                    params=_params(req), strict=True,
+                    on_run=lambda run_id: report(run_id=run_id, message="run created"))
+
+    def load(m: Any, opts: Any) -> tuple[Any, Any]:  # MLflow references are downloaded into the job's folder
+        from attrib_mlops.model_refs import is_mlflow_ref, load_model
+
+        report(message=f"downloading {m.ref} from the tracking store" if is_mlflow_ref(m.ref)
+               else f"loading model {m.name}")
+        model, tok, _ = load_model(m.ref, None, opts, tracking_uri=tracking_uri, dst_dir=spool_dir)
+        return model, tok
+
+    def on_event(e: Any) -> None:  # the status is reported below, once the run is ended
+        report(progress=e.progress, message=e.message)
+
     try:
-        client.log_batch(run_id, params=_params(req))
-        writer = AttributionWriter(client, run_id=run_id, spool_dir=spool_dir, strict=True)
-        writer.log_probe_set([{"id": i, "prompt": p, "target": (req.targets[k] if req.targets else "")}
-                              for k, (i, p) in enumerate(zip(req.sample_ids, req.prompts))])
-        chunk = max(1, req.batch_size)
-        n_chunks = -(-len(req.prompts) // chunk)
-        total, done = len(req.models) * n_chunks, 0
-        opts = AttributeOptions(trust_remote_code=False)
-        for name, ref in req.models:
-            path = _resolve(client, tracking_uri, ref, spool_dir, report)
-            report(message=f"loading model {name}")
-            model, tok, _ = load_model_and_tokenizer(path, None, opts)
-            results = []
-            for c in range(n_chunks):
-                sl = slice(c * chunk, (c + 1) * chunk)
-                report(message=f"{name}: samples {sl.start + 1}-{min(sl.stop, len(req.prompts))} of "
-                               f"{len(req.prompts)}")
-                results += attribute(model, tok, req.prompts[sl], req.targets[sl] if req.targets else None,
-                                     methods=req.methods, engine=req.engine, sample_ids=req.sample_ids[sl],
-                                     batch_size=req.batch_size, max_new_tokens=req.max_new_tokens,
-                                     trust_remote_code=False)
-                done += 1
-                report(progress=done / total)
-            report(message=f"{name}: logging to MLflow")
-            writer.log_step(0, results, model=name)
-            del model
+        run_job(spec, sinks=[sink], progress=False, probe=probe, on_event=on_event,
+                executor=LocalExecutor(ResultCache(cache), loader=load))
     except BaseException as e:
         from panel_app.store import explain_error
 
         msg = explain_error(e, tracking_uri, f"running job {req.name!r}") if isinstance(e, Exception) else repr(e)
-        try:
-            client.set_tag(run_id, "attrib_mlops.error", msg[:4000])
-            client.set_terminated(run_id, "FAILED")
-        except Exception:  # noqa: BLE001
-            pass
+        if sink.run_id is not None:
+            try:
+                sink.client.set_tag(sink.run_id, "attrib_mlops.error", msg[:4000])
+            except Exception:  # noqa: BLE001
+                pass
         raise
-    client.set_terminated(run_id, "FINISHED")
-    report(status="finished", progress=1.0, message=f"finished: run {run_id}")
-    return run_id
+    report(status="finished", progress=1.0, message=f"finished: run {sink.run_id}")
+    return str(sink.run_id)
 
 
-def _resolve(client: Any, tracking_uri: str | None, ref: str, spool_dir: str | os.PathLike,
-             report: Callable[..., None]) -> str:
-    """Local folder of a model reference (``runs:/`` / ``models:/`` are downloaded from the tracking store)."""
-    if not ref.startswith(_MLFLOW_REFS):
-        return ref
-    report(message=f"downloading {ref} from the tracking store")
-    dst = tempfile.mkdtemp(prefix="model-", dir=spool_dir)
-    if ref.startswith("runs:/"):
-        run_id, _, path = ref[len("runs:/"):].partition("/")
-        local = client.download_artifacts(run_id, path, dst)
-    else:
-        import mlflow
-
-        local = mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=dst, tracking_uri=tracking_uri)
-    for root, _dirs, files in os.walk(local):
-        if "config.json" in files:
-            return root
-    raise InputError(f"{ref} holds no saved transformers model (no config.json found)")
-
-
-def _params(req: JobRequest) -> list:
-    from mlflow.entities import Param
-
-    p = {
+def _params(req: JobRequest) -> dict[str, str]:
+    return {
         "models": ", ".join(f"{n}={r}" for n, r in req.models),
         "methods": ", ".join(req.methods),
         "n_samples": str(len(req.prompts)),
@@ -403,17 +379,18 @@ def _params(req: JobRequest) -> list:
         "max_new_tokens": str(req.max_new_tokens),
         "engine": req.engine,
     }
-    return [Param(k, v[:6000]) for k, v in p.items()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Worker entry point: ``python -m panel_app.jobs --request REQUEST.json [--tracking-uri URI] --spool-dir DIR``."""
+    """Worker entry point: ``python -m panel_app.jobs --request REQUEST.json [--tracking-uri URI] --spool-dir DIR
+    [--cache-dir DIR]``."""
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m panel_app.jobs", description="Run one dashboard attribution job.")
     p.add_argument("--request", required=True)
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--spool-dir", required=True)
+    p.add_argument("--cache-dir", default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -423,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         raw = json.loads(Path(args.request).read_text(encoding="utf-8"))
         raw["models"] = [tuple(m) for m in raw["models"]]
-        run_request(JobRequest(**raw), args.tracking_uri, args.spool_dir, report)
+        run_request(JobRequest(**raw), args.tracking_uri, args.spool_dir, report, cache_dir=args.cache_dir)
         return 0
     except Exception as e:  # noqa: BLE001 - reported to the page
         from panel_app.store import explain_error

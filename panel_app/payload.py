@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from attrib_mlops.analysis import (
+    align_prefix,
     check_same_tokens,
-    common_prefix_alignment,
     input_centered_window_sums,
     multi_method_mean,
     output_centered_window_sums,
@@ -190,37 +190,26 @@ class Comparison:
         return self.message is None
 
 
-def _mismatch(kind: str, a: Sequence[str], b: Sequence[str], k: int) -> str:
-    left = repr(a[k]) if k < len(a) else "<end>"
-    right = repr(b[k]) if k < len(b) else "<end>"
-    return f"{kind} tokens differ from position {k} ({left} vs {right}; lengths {len(a)} and {len(b)})"
-
-
 def compare_results(left: AttributionResult, right: AttributionResult, window: int = 0,
                     axis: str = "source") -> Comparison:
     """Align two results by the common prefix of their tokens and subtract ``A1 - A2`` there.
 
     Cells are compared only where both sides have the same source token *and* the
-    same target token (the common prefixes), so different tokens are never compared.
+    same target token (the common prefixes, :func:`attrib_mlops.analysis.align_prefix`),
+    so different tokens are never compared.
     """
     lm, rm = displayed_matrix(left, window, axis), displayed_matrix(right, window, axis)
-    ks = common_prefix_alignment(left.source_tokens, right.source_tokens)
-    kt = common_prefix_alignment(left.target_tokens, right.target_tokens)
-    same = (ks == len(left.source_tokens) == len(right.source_tokens)
-            and kt == len(left.target_tokens) == len(right.target_tokens))
+    al = align_prefix(left, right)
+    ks, kt = al.n_source, al.n_target
     message = None
-    if not same:
-        parts = []
-        if not (ks == len(left.source_tokens) == len(right.source_tokens)):
-            parts.append(_mismatch("source", left.source_tokens, right.source_tokens, ks))
-        if not (kt == len(left.target_tokens) == len(right.target_tokens)):
-            parts.append(_mismatch("target", left.target_tokens, right.target_tokens, kt))
+    if not al.same_tokens:
+        parts = "; ".join(al.differences)
         if ks == 0 or kt == 0:
-            message = "The two sides have different tokens: " + "; ".join(parts) + \
-                ". They share no common prefix, so there is no difference to show."
+            message = (f"The two sides have different tokens: {parts}. They share no common prefix, so there is "
+                       "no difference to show.")
         else:
-            message = ("The two sides have different tokens: " + "; ".join(parts) +
-                       f". Only the common prefix is compared: the first {ks} source and {kt} target tokens.")
+            message = (f"The two sides have different tokens: {parts}. Only the common prefix is compared: the "
+                       f"first {ks} source and {kt} target tokens.")
     diff = lm[:ks, :kt] - rm[:ks, :kt]
     return Comparison(left, right, lm, rm, ks, kt, diff, message)
 

@@ -404,6 +404,7 @@ class DashboardStore:
         correlation and the most important source position at each step.
         """
         from attrib_mlops.analysis import jensen_shannon, spearman
+        from attrib_mlops.analysis.compare import shared_ids
 
         def imp(step: int) -> dict[str, dict[str, Any]]:
             doc = self.reader.summary(run_id, int(step))
@@ -417,9 +418,7 @@ class DashboardStore:
             contents = self._contents.get(run_id)
             prompts = {str(s["id"]): s.get("prompt", "") for s in (contents.samples if contents else ())}
             rows = []
-            for sid in a:
-                if sid not in b:
-                    continue
+            for sid in shared_ids(a, b):  # importances of the same sample at both steps
                 va = np.array([np.nan if x is None else x for x in a[sid].get("source", [])], dtype=float)
                 vb = np.array([np.nan if x is None else x for x in b[sid].get("source", [])], dtype=float)
                 if va.size != vb.size or va.size == 0:

@@ -103,13 +103,6 @@ def store_uri(store: str | os.PathLike) -> str:
     return f"sqlite:///{path}"
 
 
-def _experiment(client: Any, name: str, artifacts: Path) -> str:
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifacts.resolve().as_uri())
-
-
 def train_one(
     name: str,
     tracking_uri: str,
@@ -133,15 +126,15 @@ def train_one(
     from attrib_mlops.demo.tasks import keyvalue_vocab, make_keyvalue_dataset, probe_set
     from attrib_mlops.demo.tiny import build_tiny_model
     from attrib_mlops.demo.train import DEFAULT_DATA, DEFAULT_MODEL, SHORTCUT_DATA, keyvalue_accuracy, train_keyvalue
+    from attrib_mlops.tracking.runs import get_or_create_run
 
     kind, seed = MODELS[name]
     steps = int(steps or CONFIG["steps"])
     client = MlflowClient(tracking_uri=tracking_uri)
     db_dir = Path(tracking_uri[len("sqlite:///"):]).parent if tracking_uri.startswith("sqlite:///") else Path(".")
-    exp_id = _experiment(client, experiment or CONFIG["experiment"], db_dir / "artifacts")
-    run = client.create_run(exp_id, run_name=name, tags={"recipe": "regression_check", "kind": kind,
-                                                          "seed": str(seed)})
-    run_id = run.info.run_id
+    run_id = get_or_create_run(client=client, experiment=experiment or CONFIG["experiment"],
+                               artifact_location=(db_dir / "artifacts").resolve().as_uri(), run_name=name,
+                               tags={"recipe": "regression_check", "kind": kind, "seed": str(seed)}).run_id
     model, tok = build_tiny_model(keyvalue_vocab(), **dict(DEFAULT_MODEL, seed=seed))
     data = make_keyvalue_dataset(**dict(SHORTCUT_DATA if kind == "shortcut" else DEFAULT_DATA,
                                         n=steps * CONFIG["batch_size"], seed=seed))

@@ -42,7 +42,9 @@ __all__ = [
     "Match",
     "SamplePair",
     "Pairing",
+    "count_reasons",
     "by_sample_id",
+    "shared_ids",
     "first_difference",
     "truncate_targets",
     "pair_samples",
@@ -60,6 +62,16 @@ def by_sample_id(results: Iterable[AttributionResult]) -> dict[str, AttributionR
     for i, r in enumerate(results):
         out.setdefault(str(r.sample_id) if r.sample_id is not None else str(i), r)
     return out
+
+
+def shared_ids(a: Iterable[str], b: Iterable[str]) -> list[str]:
+    """Ids present in both, in the order of ``a``.
+
+    >>> shared_ids(["s2", "s0", "s1"], ["s1", "s2"])
+    ['s2', 's1']
+    """
+    in_b = set(b)
+    return [sid for sid in a if sid in in_b]
 
 
 def first_difference(a: Sequence[str], b: Sequence[str]) -> str:
@@ -126,10 +138,15 @@ class Pairing:
     @property
     def skipped_counts(self) -> dict[str, int]:
         """``{reason: count}`` of the skipped samples."""
-        out: dict[str, int] = {}
-        for s in self.skipped:
-            out[s["reason"]] = out.get(s["reason"], 0) + 1
-        return out
+        return count_reasons(self.skipped)
+
+
+def count_reasons(skipped: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """``{reason: count}`` of skipped samples (``{"id", "reason", "detail"}`` records), in order of appearance."""
+    out: dict[str, int] = {}
+    for s in skipped:
+        out[s["reason"]] = out.get(s["reason"], 0) + 1
+    return out
 
 
 def _skip_reason(a: AttributionResult, b: AttributionResult, match: str) -> tuple[str, str] | None:
@@ -163,10 +180,8 @@ def pair_samples(a: Iterable[AttributionResult], b: Iterable[AttributionResult],
     da, db = by_sample_id(a), by_sample_id(b)
     out = Pairing(n_a=len(da), n_b=len(db), only_a=[s for s in da if s not in db],
                   only_b=[s for s in db if s not in da])
-    for sid, ra in da.items():
-        rb = db.get(sid)
-        if rb is None:
-            continue
+    for sid in shared_ids(da, db):
+        ra, rb = da[sid], db[sid]
         why = _skip_reason(ra, rb, match)
         if why is not None:
             out.skipped.append({"id": sid, "reason": why[0], "detail": why[1]})

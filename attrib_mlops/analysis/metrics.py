@@ -19,6 +19,7 @@ from scipy import stats
 from scipy.special import rel_entr
 
 from attrib_mlops.analysis.aggregate import MatrixLike, _as_matrix, _as_vector, check_same_tokens, source_importance
+from attrib_mlops._util import nanmean
 from attrib_mlops.errors import InputError
 from attrib_mlops.result import AttributionResult
 
@@ -408,9 +409,7 @@ def mean_target_probability(result: AttributionResult) -> float:
 
 
 def _nanmean(v: np.ndarray) -> float:
-    v = np.asarray(v, dtype=np.float64)
-    v = v[~np.isnan(v)]
-    return float(v.mean()) if v.size else math.nan
+    return nanmean(np.asarray(v, dtype=np.float64).ravel(), empty=math.nan)
 
 
 def summarize(

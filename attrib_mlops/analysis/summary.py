@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from attrib_mlops.analysis.metrics import summarize
 from attrib_mlops.analysis.registry import get_metric

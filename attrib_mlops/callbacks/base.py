@@ -32,6 +32,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..options import AttributeOptions, parse_options
+from .live_check import LiveCheckHook
 
 logger = logging.getLogger("attrib_mlops.callbacks")
 
@@ -135,50 +136,42 @@ class AttributionMonitor:
         self._pending: list[tuple[int, list, float, str | None]] = []
         self.last_results: list | None = None
         self.health_timeout = 3.0
-        # ---- live regression check (attrib_mlops.check) BEGIN
         self.baseline_run = baseline_run
         self.stop_on_regression = bool(stop_on_regression)
-        self.last_check = None  # CheckResult of the last checked step
-        self.regressed = False  # True once a check found a regression
-        self._live_check = None
-        if baseline_run is not None:
-            from ..check import LiveCheck
+        self._live_check: LiveCheckHook | None = None
+        if baseline_run is not None:  # a malformed REF or policy fails now, not mid-training
+            self._live_check = LiveCheckHook(baseline_run, check_policy, tracking_uri=tracking_uri,
+                                             methods=self.methods, stop_on_regression=stop_on_regression)
 
-            # a malformed REF or policy fails now, not mid-training
-            self._live_check = LiveCheck(baseline_run, check_policy, tracking_uri=tracking_uri, methods=self.methods)
-        # ---- live regression check END
+    # ------------------------------------------------------------ live check
+    @property
+    def last_check(self) -> Any:
+        """:class:`~attrib_mlops.check.CheckResult` of the last checked step (None without ``baseline_run``)."""
+        return self._live_check.last_check if self._live_check is not None else None
+
+    @property
+    def regressed(self) -> bool:
+        """True once a live check found a regression."""
+        return self._live_check is not None and self._live_check.regressed
+
+    def should_stop(self, step: int) -> bool:
+        """True when ``stop_on_regression`` is on and the check of ``step`` found a regression."""
+        return self._live_check is not None and self._live_check.should_stop(step)
 
     # ----------------------------------------------------------------- set-up
     def _setup(self) -> None:
         if self._writer is not None:
             return
-        from mlflow.tracking import MlflowClient
-
         from ..tracking import AttributionWriter
+        from ..tracking.runs import get_or_create_run
 
-        uri = self.tracking_uri
-        if uri is None:
-            import mlflow
-
-            uri = mlflow.get_tracking_uri()
-        self._client = MlflowClient(tracking_uri=uri)
-        if self.run_id is None:
-            import mlflow
-
-            active = mlflow.active_run()
-            if active is not None and mlflow.get_tracking_uri() == uri:
-                self.run_id = active.info.run_id
-            else:
-                exp_name = self.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "attrib-mlops"
-                exp = self._client.get_experiment_by_name(exp_name)
-                exp_id = exp.experiment_id if exp is not None else self._client.create_experiment(exp_name)
-                run = self._client.create_run(exp_id, tags={"mlflow.runName": f"attrib-{int(time.time())}"})
-                self.run_id = run.info.run_id
-                self._own_run = True
+        handle = get_or_create_run(tracking_uri=self.tracking_uri, run_id=self.run_id, use_active_run=True,
+                                   experiment=self.experiment_name, run_name=f"attrib-{int(time.time())}")
+        self._client, self.run_id, self._own_run = handle.client, handle.run_id, handle.created
         self._writer = AttributionWriter(
             self._client, run_id=self.run_id, spool_dir=self.spool_dir, strict=self.strict
         )
-        self._writer.log_probe_set(self.probe.to_records())
+        self._writer.log_probe_set(self.probe)
 
     # ------------------------------------------------------------------- work
     def log(self, model: Any, step: int, tokenizer: Any = None, checkpoint: str | None = None) -> bool:
@@ -232,58 +225,9 @@ class AttributionMonitor:
             self.run_id,
         )
         if self._live_check is not None:
-            self._check(step, results)
+            self._live_check.check(step, results, self.probe, self._client, self.run_id, self.model_name,
+                                   strict=self.strict, failures=self.failures)
         return True
-
-    # ---- live regression check (attrib_mlops.check) BEGIN
-    def _check(self, step: int, results: Any) -> None:
-        """Compare ``results`` with the baseline; log ``attrib/check/pass`` at ``step``.
-
-        A check that cannot run (baseline unreadable, nothing comparable) is logged and
-        skipped like an attribution failure (``strict=True`` raises).
-        """
-        from ..check import CannotCompare
-        from ..tracking.layout import metric_key
-
-        try:
-            gt = {s.id: s.ground_truth for s in self.probe if s.ground_truth}
-            result = self._live_check.check(step, results, ground_truth=gt)
-            self.last_check = result
-            if result.verdict == "cannot_compare":
-                raise CannotCompare("; ".join(result.reasons))
-            if result.verdict == "regression":
-                self.regressed = True
-                logger.warning("attribution regression at step %d against %s: %s", step, self.baseline_run,
-                               result.message())
-            if self._client is not None:
-                from mlflow.entities import Metric
-
-                value = 1.0 if result.verdict == "pass" else 0.0
-                key = metric_key("check", "pass", self.model_name)
-                self._client.log_batch(self.run_id, metrics=[Metric(key, value, int(time.time() * 1000), step)])
-        except Exception as e:  # noqa: BLE001 - never crash the user's training
-            if self.strict:
-                raise
-            self.failures.append((step, f"check: {type(e).__name__}: {e}"))
-            logger.warning("attribution check at step %d failed and was skipped (strict=False): %s", step, e)
-
-    # ---- live regression check END
-
-    def _logged_model(self, step: int, checkpoint: str) -> str | None:
-        """An MLflow LoggedModel for a saved checkpoint (so its metrics link to it); None if unsupported."""
-        try:
-            run = self._client.get_run(self.run_id)
-            lm = self._client.create_logged_model(
-                experiment_id=run.info.experiment_id,
-                name=f"checkpoint-{step}",
-                source_run_id=self.run_id,
-                tags={"attrib_mlops.checkpoint_path": str(checkpoint), "attrib_mlops.step": str(step)},
-            )
-            self._client.finalize_logged_model(lm.model_id, "READY")
-            return lm.model_id
-        except Exception as e:  # noqa: BLE001 - older servers have no LoggedModel API
-            logger.debug("no LoggedModel for checkpoint %s: %s", checkpoint, e)
-            return None
 
     def _failed(self, step: int, e: BaseException) -> bool:
         if self.strict:
@@ -322,7 +266,11 @@ class AttributionMonitor:
             self._setup()
         while self._pending:
             step, results, cost, checkpoint = self._pending[0]
-            model_id = self._logged_model(step, checkpoint) if online and checkpoint else None
+            model_id = None
+            if online and checkpoint:
+                from ..tracking.logged_models import create_checkpoint_model
+
+                model_id = create_checkpoint_model(self._client, self.run_id, step, checkpoint)
             summary = self._writer.log_step(
                 step, results, model=self.model_name, offline=not online, model_id=model_id
             )
@@ -382,7 +330,7 @@ class AttributionMonitor:
         import json
         from pathlib import Path
 
-        from ..tracking.writer import default_spool_dir
+        from ..tracking.spool import default_spool_dir
 
         root = Path(self.spool_dir) if self.spool_dir is not None else default_spool_dir()
         out = root / "unassigned"

@@ -9,8 +9,16 @@ The callback logs to the MLflow run that transformers' ``MLflowCallback``
 opened when there is one (``report_to="mlflow"``), else to ``run_id`` or a run
 of its own. Only the world-process-zero rank attributes and logs; other ranks
 return at once (our code runs no collective operation, so nothing waits on
-them). It keeps the set of logged steps in ``TrainerState`` so a resumed
-training neither redoes nor skips a step.
+them).
+
+Resume: the callback is a transformers ``ExportableState``: every checkpoint's
+``trainer_state.json`` holds its :meth:`~AttributionCallback.state` (the logged
+steps and the run id as ``attributes``, the JSON-able constructor arguments as
+``args``), so a training resumed from a checkpoint neither redoes nor skips a
+step and keeps logging to the same run. The callback reads its entry back at
+train begin; with ``restore_callback_states_from_checkpoint=True`` the Trainer
+rebuilds it from that state instead. Checkpoints written before (the entry
+``attrib_mlops`` holding ``{"logged_steps", "run_id"}``) load too.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
+from .._util import dumps
 from ..errors import InputError
 from ..options import AttributeOptions
 from .base import AttributionMonitor
@@ -31,10 +41,11 @@ logger = logging.getLogger("attrib_mlops.callbacks")
 
 __all__ = ["AttributionCallback"]
 
-_STATE_KEY = "attrib_mlops"
+#: Where checkpoints written before the callback was an ``ExportableState`` keep its state.
+_LEGACY_STATE_KEY = "attrib_mlops"
 
 
-class AttributionCallback(TrainerCallback):
+class AttributionCallback(TrainerCallback, ExportableState):
     """Run attribution on a fixed probe set during ``Trainer`` training.
 
     Args:
@@ -103,6 +114,41 @@ class AttributionCallback(TrainerCallback):
             stop_on_regression=stop_on_regression,
         )
         self._initialized = False
+        self._args = {
+            "methods": list(self.monitor.methods), "engine": engine, "every_n_steps": every_n_steps,
+            "on_evaluate": on_evaluate, "on_save": on_save, "at_train_end": at_train_end,
+            "options": _json(self.monitor.options.model_dump(exclude_defaults=True)), "run_id": run_id,
+            "tracking_uri": tracking_uri, "experiment_name": experiment_name, "model_name": model_name,
+            "strict": strict, "spool_dir": None if spool_dir is None else os.fspath(spool_dir),
+            "baseline_run": baseline_run, "check_policy": _json_policy(check_policy),
+            "stop_on_regression": stop_on_regression,
+        }
+
+    # --------------------------------------------------------------- state
+    def state(self) -> dict[str, Any]:
+        """The resumable state (transformers ``ExportableState``), saved in every checkpoint.
+
+        ``args``: the constructor arguments that JSON can hold (the probe as records; not the
+        tokenizer, which the Trainer gives back). ``attributes``: ``logged_steps`` and ``run_id``.
+        """
+        probe = [{**s.meta, "id": s.id, "prompt": s.prompt, "target": s.target, "ground_truth": s.ground_truth}
+                 for s in self.monitor.probe]
+        return {"args": {"probe": probe, **self._args}, "attributes": self.monitor.state_dict()}
+
+    def _restore(self, state: Any) -> None:
+        """Load what an earlier run of this callback left in ``state.stateful_callbacks``."""
+        saved = getattr(state, "stateful_callbacks", None) or {}
+        mine = saved.get(type(self).__name__)
+        if isinstance(mine, list):  # several callbacks of this class: the first one's
+            mine = mine[0] if mine else None
+        if isinstance(mine, dict) and isinstance(mine.get("attributes"), dict):
+            self.monitor.load_state_dict(mine["attributes"])
+            return
+        legacy = saved.get(_LEGACY_STATE_KEY)
+        if isinstance(legacy, str):
+            legacy = json.loads(legacy)
+        if isinstance(legacy, dict):
+            self.monitor.load_state_dict(legacy)
 
     # --------------------------------------------------------------- helpers
     def _setup(self, args, state, kwargs) -> None:
@@ -117,13 +163,7 @@ class AttributionCallback(TrainerCallback):
                     "or AttributionCallback(..., tokenizer=tokenizer)"
                 )
             self.monitor.tokenizer = tok
-        # resume: steps recorded in the TrainerState by an earlier run of this callback
-        saved = getattr(state, "stateful_callbacks", {}) or {}
-        mine = saved.get(_STATE_KEY)
-        if isinstance(mine, str):
-            mine = json.loads(mine)
-        if isinstance(mine, dict):
-            self.monitor.load_state_dict(mine)
+        self._restore(state)
 
     def _run(self, args, state, kwargs, control=None, checkpoint: str | None = None) -> None:
         if not state.is_world_process_zero:
@@ -133,12 +173,7 @@ class AttributionCallback(TrainerCallback):
             logger.warning("AttributionCallback: the Trainer passed no model; skipping step %d", state.global_step)
             return
         if self.monitor.log(model, state.global_step, checkpoint=checkpoint):
-            state.stateful_callbacks = dict(getattr(state, "stateful_callbacks", {}) or {})
-            state.stateful_callbacks[_STATE_KEY] = self.monitor.state_dict()
-            # ---- live regression check: stop training on a regression (opt-in, attrib_mlops.check)
-            check = self.monitor.last_check
-            if (control is not None and self.monitor.stop_on_regression and check is not None
-                    and check.candidate.get("step") == state.global_step and check.verdict == "regression"):
+            if control is not None and self.monitor.should_stop(state.global_step):
                 logger.warning("stopping training at step %d: attribution regression (stop_on_regression=True)",
                                state.global_step)
                 control.should_training_stop = True
@@ -177,6 +212,27 @@ class AttributionCallback(TrainerCallback):
     def run_id(self) -> str | None:
         return self.monitor.run_id
 
+    @run_id.setter
+    def run_id(self, value: str | None) -> None:  # the Trainer's restore sets the saved attributes
+        self.monitor.load_state_dict({"run_id": value, "logged_steps": sorted(self.monitor.logged_steps)})
+
     @property
     def logged_steps(self) -> list[int]:
         return sorted(self.monitor.logged_steps)
+
+    @logged_steps.setter
+    def logged_steps(self, steps: Any) -> None:
+        self.monitor.logged_steps = {int(s) for s in steps or ()}
+
+
+def _json(value: Any) -> Any:
+    """``value`` as JSON can hold it (what JSON cannot hold becomes its ``str``); never raises."""
+    return json.loads(dumps(value, canonical=True))
+
+
+def _json_policy(policy: Any) -> Any:
+    """A check policy as ``state()`` can hold it: a path or dict as is, a Policy object as its fields."""
+    if isinstance(policy, os.PathLike):
+        return os.fspath(policy)
+    dump = getattr(policy, "model_dump", None)
+    return _json(dump() if dump is not None else policy)

@@ -33,7 +33,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import SpecError
-from ..options import AttributeOptions
+from ..options import AttributeOptions, parse_yaml
 from ..samples import SamplesSpec
 
 __all__ = ["ModelSpec", "SamplesSpec", "JobSpec", "parse_job", "load_job", "coerce_spec"]
@@ -260,15 +260,7 @@ def load_job(path: str | os.PathLike) -> JobSpec:
         except json.JSONDecodeError as e:
             raise SpecError(f"job file '{p}' is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
     else:
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-            problem = getattr(e, "problem", None) or str(e)
-            raise SpecError(f"job file '{p}' is not valid YAML: {' '.join(str(problem).split())}{at}") from None
+        data = parse_yaml(text, f"job file '{p}'")
     if data is None:
         raise SpecError(f"job file '{p}' is empty")
     return parse_job(data, where=f"job spec '{p}'")

@@ -54,7 +54,7 @@ import pyarrow.parquet as pq
 
 from attrib_mlops.errors import InputError
 from attrib_mlops.result import AttributionResult, _jsonable
-from attrib_mlops.tracking.errors import SchemaVersionError, TrackingError
+from attrib_mlops.tracking.errors import TrackingError, newer_schema
 from attrib_mlops.tracking.layout import SCHEMA_VERSION
 
 __all__ = [
@@ -324,10 +324,7 @@ def _open(path: str | os.PathLike) -> pq.ParquetFile:
     except ValueError:
         raise TrackingError(f"{p}: bad attrib_mlops.schema_version {meta.get(META_SCHEMA)!r}") from None
     if version > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"{p} was written with schema v{version}; this reader understands up to v{SCHEMA_VERSION}; "
-            "upgrade attrib-mlops"
-        )
+        raise newer_schema(str(p), version)
     missing = [c for c in REQUIRED_COLUMNS if c not in pf.schema_arrow.names]
     if missing:
         raise TrackingError(f"{p}: not an attribution results file: missing column(s) {', '.join(missing)}")

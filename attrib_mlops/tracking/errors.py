@@ -7,9 +7,18 @@ artifact file and what was wrong with it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from attrib_mlops.errors import AttribError
 
-__all__ = ["TrackingError", "SchemaVersionError", "TrackingUnavailableError", "is_unreachable"]
+__all__ = [
+    "TrackingError",
+    "SchemaVersionError",
+    "TrackingUnavailableError",
+    "is_unreachable",
+    "newer_schema",
+    "is_tracking_failure",
+]
 
 
 class TrackingError(AttribError):
@@ -22,6 +31,14 @@ class SchemaVersionError(TrackingError):
 
 class TrackingUnavailableError(TrackingError):
     """The tracking server could not be reached (raised only by a ``strict=True`` writer)."""
+
+
+def newer_schema(where: str, version: Any, who: str = "reader") -> SchemaVersionError:
+    """The error for ``where`` (a run, a file) written with a newer storage schema than this ``who`` knows."""
+    from attrib_mlops.tracking.layout import SCHEMA_VERSION
+
+    return SchemaVersionError(f"{where} was written with schema v{version}; this {who} understands up to "
+                              f"v{SCHEMA_VERSION}; upgrade attrib-mlops")
 
 
 def _exc_chain(exc: BaseException | None):
@@ -62,3 +79,18 @@ def is_unreachable(exc: BaseException) -> bool:
         if getattr(e, "error_code", None) == "TEMPORARILY_UNAVAILABLE":
             return True
     return False
+
+
+def is_tracking_failure(exc: BaseException) -> bool:
+    """An error that keeps a step in the spool (MLflow, network, file system), not a programming error."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        import requests
+
+        req: tuple = (requests.exceptions.RequestException,)
+    except ImportError:  # pragma: no cover
+        req = ()
+    if isinstance(exc, SchemaVersionError):
+        return False
+    return isinstance(exc, (MlflowException, OSError, *req)) or is_unreachable(exc)

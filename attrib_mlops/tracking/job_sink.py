@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from ..analysis import drift
+from ..analysis.compare import pair_samples
+from ..analysis.registry import TOKEN_MATRIX, get_metric, list_metrics, nanmean
 from ..result import AttributionResult
 from .layout import metric_component
 from .writer import AttributionWriter
@@ -39,29 +41,33 @@ logger = logging.getLogger(__name__)
 __all__ = ["MlflowJobSink", "model_differences"]
 
 
+#: Per pair of models and method: the logged drift metrics of the registry, then the mean |A1 - A2| of the cells.
+MEAN_ABS_DIFF = "mean_abs_diff"
+
+
+def _drift_metrics() -> list[str]:
+    return [m.name for m in list_metrics("drift", TOKEN_MATRIX) if m.logged]
+
+
 def model_differences(a: list[AttributionResult], b: list[AttributionResult], k: int = 3) -> dict[str, Any]:
-    """Mean drift and mean |A1 - A2| between two models' results on the same samples."""
-    by_id = {r.sample_id: r for r in b}
-    vals: dict[str, list[float]] = {"spearman": [], "js": [], "topk_overlap": [], "mean_abs_diff": []}
-    skipped = 0
-    compared = 0
-    for r in a:
-        other = by_id.get(r.sample_id)
-        if other is None:
-            continue
-        if r.source_tokens != other.source_tokens or r.target_tokens != other.target_tokens:
-            skipped += 1
-            continue
-        compared += 1
-        d = drift(r, other, k=k)
-        for key in ("spearman", "js", "topk_overlap"):
+    """Mean drift and mean |A1 - A2| between two models' results on the same samples.
+
+    Samples are paired by id (:func:`~attrib_mlops.analysis.compare.pair_samples`); a pair whose
+    tokens differ is counted in ``skipped_different_tokens``, never compared. The drift metrics are
+    the registry's logged ``drift`` metrics, each averaged as it registered.
+    """
+    names = _drift_metrics()
+    pairing = pair_samples(a, b, match="exact")
+    vals: dict[str, list[float]] = {name: [] for name in [*names, MEAN_ABS_DIFF]}
+    for pair in pairing.pairs:
+        d = drift(pair.a, pair.b, k=k, kendall="kendall" in names)
+        for key in names:
             vals[key].append(float(d[key]))
-        diff = np.abs(r.matrix - other.matrix)
-        vals["mean_abs_diff"].append(float(np.nanmean(diff)) if np.isfinite(diff).any() else float("nan"))
-    out: dict[str, Any] = {"compared": compared, "skipped_different_tokens": skipped}
+        diff = np.abs(pair.a.matrix - pair.b.matrix)
+        vals[MEAN_ABS_DIFF].append(float(np.nanmean(diff)) if np.isfinite(diff).any() else float("nan"))
+    out: dict[str, Any] = {"compared": len(pairing.pairs), "skipped_different_tokens": len(pairing.skipped)}
     for key, vs in vals.items():
-        finite = [v for v in vs if np.isfinite(v)]
-        out[key] = float(np.mean(finite)) if finite else None
+        out[key] = get_metric(key, "drift", TOKEN_MATRIX).reduce(vs) if key != MEAN_ABS_DIFF else nanmean(vs)
     return out
 
 
@@ -89,18 +95,12 @@ class MlflowJobSink:
         self._gt: dict[str, list[int]] = {}
 
     def begin(self, job: Any, probe_set: Any) -> None:
-        name = self.experiment or job.name
-        exp = self.client.get_experiment_by_name(name)
-        exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(name)
-        run = self.client.create_run(
-            exp_id,
-            tags={
-                "mlflow.runName": job.name,
-                "attrib_mlops.kind": "job",
-                "attrib_mlops.job.targets": str(job.targets),
-            },
-        )
-        self.run_id = run.info.run_id
+        from .runs import get_or_create_run
+
+        self.run_id = get_or_create_run(
+            client=self.client, experiment=self.experiment or job.name, run_name=job.name,
+            tags={"attrib_mlops.kind": "job", "attrib_mlops.job.targets": str(job.targets)},
+        ).run_id
         self._job = job
         spec = job.to_dict()
         params = {
@@ -121,9 +121,8 @@ class MlflowJobSink:
             p.write_text(json.dumps(spec, indent=2, default=str))
             self.client.log_artifact(self.run_id, str(p), "attribution/job")
         self._writer = AttributionWriter(self.client, run_id=self.run_id, spool_dir=self.spool_dir)
-        records = probe_set.to_records()
-        self._gt = {r["id"]: r["ground_truth"] for r in records if r.get("ground_truth")}
-        self._writer.log_probe_set(records)
+        self._gt = {s.id: s.ground_truth for s in probe_set if s.ground_truth}
+        self._writer.log_probe_set(probe_set)
         logger.info("logging job %r to MLflow run %s (%s)", job.name, self.run_id, self.tracking_uri)
 
     def write(self, model_name: str, method: str, results: list[AttributionResult]) -> None:
@@ -156,7 +155,7 @@ class MlflowJobSink:
                     continue
                 d = model_differences(a, b)
                 report.setdefault(f"{ma}_vs_{mb}", {})[method] = d
-                for key in ("spearman", "js", "topk_overlap", "mean_abs_diff"):
+                for key in [*_drift_metrics(), MEAN_ABS_DIFF]:
                     if d[key] is not None:
                         name = f"attrib/diff/{metric_component(ma)}_vs_{metric_component(mb)}/{metric_component(method)}/{key}"
                         metrics.append(Metric(name, float(d[key]), 0, 0))

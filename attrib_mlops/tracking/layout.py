@@ -38,6 +38,12 @@ Every run that carries attribution has, under the artifact root ``attribution/``
       ]
     }
 
+The token matrix is one *kind* of attribution; the manifest's additive
+``"kinds": {"<kind>": {"version": n}}`` lists the kinds a run holds (absent in
+manifests of the first v1 writer: token matrices only). Other kinds keep their
+files, summary and view under ``steps/<step>/<kind>/`` and their entry under the
+step record's ``"kinds"``; see :mod:`attrib_mlops.tracking.kinds`.
+
 Paths inside the manifest are relative to the artifact root. ``steps`` is sorted
 by step. A step's ``revision`` grows when a later call adds another model or
 method to the same step (``summary.json`` and ``view.html`` are then rewritten

@@ -35,8 +35,9 @@ from urllib.parse import unquote, urlparse
 from attrib_mlops.errors import InputError
 from attrib_mlops.result import AttributionResult
 from attrib_mlops.tracking import layout as L
-from attrib_mlops.tracking.columnar import _open, read_results, read_sample
-from attrib_mlops.tracking.errors import SchemaVersionError, TrackingError, is_unreachable
+from attrib_mlops.tracking import manifest as M
+from attrib_mlops.tracking.errors import SchemaVersionError, TrackingError, is_unreachable, newer_schema
+from attrib_mlops.tracking.kinds import DEFAULT_KIND, StorageKind, get_kind, kind_names
 
 __all__ = ["AttributionReader", "RunInfo", "MetricPoint"]
 
@@ -67,11 +68,7 @@ class MetricPoint:
     timestamp: int
 
 
-def _int_or(value: Any, default: Any) -> Any:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
+_int_or = M.int_or
 
 
 def _json_list(value: str | None) -> tuple[str, ...]:
@@ -116,7 +113,7 @@ class AttributionReader:
         self.client = client
         self.cache_dir = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="attrib-mlops-reader-"))
         self._runs: dict[str, _RunState] = {}
-        self._summaries: dict[tuple[str, int, int], dict[str, Any]] = {}
+        self._summaries: dict[tuple[str, int, int, str], dict[str, Any]] = {}
 
     # ================================================================ listing
     def list_runs(self, experiment_ids: Sequence[str] | None = None, max_results: int | None = None) -> list[RunInfo]:
@@ -231,17 +228,12 @@ class AttributionReader:
         return man
 
     def _validate_manifest(self, run_id: str, path: str, man: Any) -> dict[str, Any]:
-        if not isinstance(man, dict) or man.get("format") != L.FORMAT_ID:
+        if not M.is_manifest(man):
             raise self._problem(run_id, path, "not an attrib-mlops manifest (no 'format': "
                                 f"{L.FORMAT_ID!r})")
-        version = _int_or(man.get("schema_version"), None)
-        if version is None:
+        if _int_or(man.get("schema_version"), None) is None:
             raise self._problem(run_id, path, f"bad schema_version {man.get('schema_version')!r}")
-        if version > L.SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"run {run_id} was written with schema v{version}; this reader understands up to "
-                f"v{L.SCHEMA_VERSION}; upgrade attrib-mlops"
-            )
+        M.check_version(man, run_id, "reader")
         good = []
         for i, s in enumerate(man.get("steps") or []):
             if (isinstance(s, dict) and _int_or(s.get("step"), None) is not None
@@ -264,6 +256,11 @@ class AttributionReader:
     def methods(self, run_id: str) -> list[str]:
         return list(self.manifest(run_id).get("methods", {}))
 
+    def kinds(self, run_id: str) -> list[str]:
+        """Kinds of attribution the run's steps hold (``["token_matrix"]`` for everything schema v1 wrote)."""
+        steps = self.manifest(run_id)["steps"]
+        return [n for n in kind_names() if any(get_kind(n).files(s) for s in steps)]
+
     def probe(self, run_id: str) -> list[dict[str, Any]]:
         """Probe samples (``id``, ``prompt``, ``target``, ``ground_truth``) of the run."""
         return list((self.manifest(run_id).get("probe") or {}).get("samples", []))
@@ -281,9 +278,14 @@ class AttributionReader:
         raise InputError(f"step {step} is not (yet) committed in run {run_id}; committed steps: "
                          f"{shown[:20]}{' ...' if len(shown) > 20 else ''}")
 
-    def _file_of(self, run_id: str, step: int, model: str, method: str) -> str:
+    def _kind(self, run_id: str, kind: str | StorageKind) -> StorageKind:
+        k = get_kind(kind)
+        k.check_version(self.manifest(run_id), f"run {run_id}")
+        return k
+
+    def _file_of(self, run_id: str, step: int, model: str, method: str, kind: str | StorageKind = DEFAULT_KIND) -> str:
         entry = self._step_entry(run_id, step)
-        models = entry["files"]
+        models = self._kind(run_id, kind).files(entry)
         if model not in models:
             raise InputError(f"run {run_id} step {step} has no model {model!r}; it has {sorted(models)}")
         if method not in models[model]:
@@ -323,41 +325,47 @@ class AttributionReader:
 
     # ================================================================ content
     def load(self, run_id: str, step: int, model: str = L.DEFAULT_MODEL, method: str = "saliency",
-             sample_ids: Sequence[str] | None = None) -> list[AttributionResult]:
+             sample_ids: Sequence[str] | None = None, *, kind: str = DEFAULT_KIND) -> list[AttributionResult]:
         """Results of one (step, model, method), all samples or ``sample_ids`` (downloads one file).
 
+        ``kind`` names the kind of results (default: token matrices, :class:`AttributionResult`).
+
         Raises:
-            InputError: the step, model, method or a sample id is not in the run.
+            InputError: the step, model, method, kind or a sample id is not in the run.
             TrackingError: the file is missing, corrupt or foreign (names the file).
         """
-        path = self._file_of(run_id, step, model, method)
+        k = self._kind(run_id, kind)
+        path = self._file_of(run_id, step, model, method, k)
         local = self._fetch(run_id, path)
         try:
-            return read_results(local, sample_ids)
+            return k.read(local, sample_ids)
         except SchemaVersionError:
             raise
         except TrackingError as e:
             raise self._problem(run_id, path, _strip(str(e), local)) from None
 
-    def load_sample(self, run_id: str, step: int, model: str, method: str, sample_id: str) -> AttributionResult:
+    def load_sample(self, run_id: str, step: int, model: str, method: str, sample_id: str, *,
+                    kind: str = DEFAULT_KIND) -> AttributionResult:
         """One sample of one (step, model, method), decoding only its row group."""
-        path = self._file_of(run_id, step, model, method)
+        k = self._kind(run_id, kind)
+        path = self._file_of(run_id, step, model, method, k)
         local = self._fetch(run_id, path)
         try:
-            return read_sample(local, sample_id)
+            return k.read_one(local, sample_id)
         except SchemaVersionError:
             raise
         except TrackingError as e:
             raise self._problem(run_id, path, _strip(str(e), local)) from None
 
-    def summary(self, run_id: str, step: int) -> dict[str, Any]:
+    def summary(self, run_id: str, step: int, *, kind: str = DEFAULT_KIND) -> dict[str, Any]:
         """``summary.json`` of a step: per model/method aggregated and per-sample metrics, importances."""
-        entry = self._step_entry(run_id, step)
-        rev = int(entry.get("revision", 1))
-        key = (run_id, int(step), rev)
+        k = self._kind(run_id, kind)
+        record = self._step_entry(run_id, step)
+        rev = int(record.get("revision", 1))
+        key = (run_id, int(step), rev, k.name)
         if key in self._summaries:
             return self._summaries[key]
-        path = L.join(self._state(run_id).root, entry.get("summary") or L.summary_relpath(step))
+        path = L.join(self._state(run_id).root, (k.entry(record) or {}).get("summary") or k.summary_relpath(step))
         local = self._fetch(run_id, path, revision=rev)
         try:
             doc = json.loads(Path(local).read_text(encoding="utf-8"))
@@ -366,16 +374,16 @@ class AttributionReader:
         if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
             raise self._problem(run_id, path, "not an attrib-mlops step summary (no 'models' object)")
         if _int_or(doc.get("schema_version"), 0) > L.SCHEMA_VERSION:
-            raise SchemaVersionError(f"run {run_id}: {path} was written with schema v{doc['schema_version']}; "
-                                     f"this reader understands up to v{L.SCHEMA_VERSION}; upgrade attrib-mlops")
+            raise newer_schema(f"run {run_id}: {path}", doc["schema_version"])
         self._summaries[key] = doc
         return doc
 
-    def html_path(self, run_id: str, step: int) -> Path:
+    def html_path(self, run_id: str, step: int, *, kind: str = DEFAULT_KIND) -> Path:
         """Local path of the step's ``view.html`` (downloaded when the store is remote)."""
-        entry = self._step_entry(run_id, step)
-        path = L.join(self._state(run_id).root, entry.get("view") or L.view_relpath(step))
-        return self._fetch(run_id, path, revision=int(entry.get("revision", 1)))
+        k = self._kind(run_id, kind)
+        record = self._step_entry(run_id, step)
+        path = L.join(self._state(run_id).root, (k.entry(record) or {}).get("view") or k.view_relpath(step))
+        return self._fetch(run_id, path, revision=int(record.get("revision", 1)))
 
     def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
         """History of one MLflow metric (e.g. ``attrib/saliency/topk_mass``), sorted by step."""
@@ -404,40 +412,42 @@ class AttributionReader:
         root = self._state(run_id).root
         for s in man["steps"]:
             step = int(s["step"])
-            wanted = [L.join(root, rel) for d in s["files"].values() for rel in d.values()]
-            wanted += [L.join(root, s.get("summary") or L.summary_relpath(step)),
-                       L.join(root, s.get("view") or L.view_relpath(step))]
             present = self._present(run_id, L.step_path(step, root))
-            for p in wanted:
-                if present is not None and p not in present:
-                    out[p] = "listed in the manifest but missing from the artifact store"
-            if deep:
-                for model, d in s["files"].items():
-                    for method in d:
-                        try:
-                            self._check_parquet(run_id, step, model, method)
-                        except (TrackingError, InputError) as e:
-                            out[self._file_of(run_id, step, model, method)] = _tail(str(e))
-                try:
-                    self.summary(run_id, step)
-                except (TrackingError, InputError) as e:
-                    out[L.join(root, s.get("summary") or L.summary_relpath(step))] = _tail(str(e))
+            for name in kind_names():
+                kind = get_kind(name)
+                entry = kind.entry(s)
+                if not entry or not kind.files(s):
+                    continue
+                summary = L.join(root, entry.get("summary") or kind.summary_relpath(step))
+                wanted = [L.join(root, rel) for d in kind.files(s).values() for rel in d.values()]
+                wanted += [summary, L.join(root, entry.get("view") or kind.view_relpath(step))]
+                for p in wanted:
+                    if present is not None and p not in present:
+                        out[p] = "listed in the manifest but missing from the artifact store"
+                if deep:
+                    for model, d in kind.files(s).items():
+                        for method in d:
+                            try:
+                                self._check_file(run_id, step, model, method, kind)
+                            except (TrackingError, InputError) as e:
+                                out[self._file_of(run_id, step, model, method, kind)] = _tail(str(e))
+                    try:
+                        self.summary(run_id, step, kind=name)
+                    except (TrackingError, InputError) as e:
+                        out[summary] = _tail(str(e))
         for p, why in self._state(run_id).problems.items():
             out.setdefault(p, why)
         return [f"{p}: {why}" for p, why in sorted(out.items())]
 
-    def _check_parquet(self, run_id: str, step: int, model: str, method: str) -> None:
-        path = self._file_of(run_id, step, model, method)
+    def _check_file(self, run_id: str, step: int, model: str, method: str, kind: StorageKind) -> None:
+        path = self._file_of(run_id, step, model, method, kind)
         local = self._fetch(run_id, path)
         try:
-            pf = _open(local)
-            pf.read_row_group(0, columns=["sample_id"]) if pf.num_row_groups else None
+            kind.check(local)
         except SchemaVersionError:
             raise
         except TrackingError as e:
             raise self._problem(run_id, path, _strip(str(e), local)) from None
-        except Exception as e:  # noqa: BLE001 - any decoding failure is a corrupt file
-            raise self._problem(run_id, path, f"corrupt Parquet data ({e})") from None
 
     def _present(self, run_id: str, step_dir: str) -> set[str] | None:
         """Artifact paths under a step directory (recursive), or None if listing fails."""

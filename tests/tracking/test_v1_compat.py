@@ -100,7 +100,7 @@ def test_todays_writer_writes_the_same_v1_files(v1_run, tmp_path):
     new_man = json.loads((new_root / L.MANIFEST_NAME).read_text())
     assert _strip(new_man) == _strip(old_man)
     assert set(new_man) - set(old_man) <= {"kinds"}  # the only addition: the per-kind entry
-    assert new_man.get("kinds", {"tokens": {"version": 1}}) == {"tokens": {"version": 1}}
+    assert new_man.get("kinds", {"token_matrix": {"version": 1}}) == {"token_matrix": {"version": 1}}
 
     for rel in old_files:
         if rel.endswith("summary.json"):

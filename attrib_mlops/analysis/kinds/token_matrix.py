@@ -178,7 +178,7 @@ register_metric("topk_overlap", lambda c: topk_overlap(c.ia, c.ib, c.k), **_D, h
 _C = {"scope": "check"}
 register_metric("importance_corr", lambda c: importance_corr(c.ib, c.ic), **_C, higher_is_better=True,
                 summary_name="mean_importance_corr", bounds=(-1.0, 1.0), rules=(("value", 0.5),),
-                description="Pearson correlation of the baseline's and candidate's |I(x)|")
+                description="importance correlation (Pearson, |I(x)|)")
 register_metric("spearman", lambda c: _robust_rank_corr(c.drift.ia, c.drift.ib, stats.spearmanr, "drift"), **_C,
                 higher_is_better=True, summary_name="mean_spearman", bounds=(-1.0, 1.0), rules=(("value", None),),
                 description="Spearman rank correlation of the importances")
@@ -198,9 +198,9 @@ register_metric("topk_set_changed", lambda c: {t["pos"] for t in c.top_baseline}
 _NO_GT = "no ground truth for the compared samples"
 _CS = {"scope": "check_side", "higher_is_better": True, "bounds": (0.0, 1.0)}
 register_metric("hit_at_1", lambda c: c.hit(1), **_CS, key="hit", label="hit_at_1", missing=_NO_GT,
-                rules=(("value", None), ("drop", None)), description="ground-truth hit@1 of one side")
+                rules=(("value", None), ("drop", None)), description="ground-truth hit@1")
 register_metric("hit_at_k", lambda c: c.hit(c.k), **_CS, key="hit_k", label="hit_at_{k}", missing=_NO_GT,
-                rules=(("drop", 0.25),), description="ground-truth hit@k of one side")
+                rules=(("drop", 0.25),), description="ground-truth hit@k")
 register_metric("probability", lambda c: mean_target_probability(c.result) if "probability" in
                 c.result.step_scores else None, **_CS, missing="no 'probability' step scores on both sides",
-                rules=(("drop", 0.1),), description="mean target probability of one side")
+                rules=(("drop", 0.1),), description="mean target probability")

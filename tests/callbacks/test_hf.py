@@ -1,38 +1,17 @@
-"""The HF Trainer callback and the plain-loop monitor against a real MLflow SQLite store."""
+"""The HF Trainer callback (callbacks/hf.py) against a real MLflow SQLite store."""
 
 from __future__ import annotations
 
 import copy
-import logging
+import json
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from attrib_mlops.callbacks import AttributionCallback, AttributionMonitor
-from attrib_mlops.demo.tasks import keyvalue_vocab, make_keyvalue_dataset
-from attrib_mlops.demo.tiny import build_tiny_model
 from attrib_mlops.demo.train import train_keyvalue
 from attrib_mlops.errors import InputError
 from attrib_mlops.tracking import AttributionReader
-
-
-@pytest.fixture()
-def store(tmp_path):
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("cb", artifact_location=str(tmp_path / "artifacts"))
-    return SimpleNamespace(uri=uri, client=client, exp=exp, tmp=tmp_path)
-
-
-@pytest.fixture(scope="module")
-def kv():
-    model, tok = build_tiny_model(keyvalue_vocab(), n_layer=1, n_embd=32, n_head=2, n_positions=64, seed=0)
-    train = make_keyvalue_dataset(24 * 8, n_pairs=3, seed=0)
-    probe = make_keyvalue_dataset(3, n_pairs=3, seed=99)
-    return model, tok, train, probe
 
 
 def _train(kv, callbacks=(), steps=24, out=None):
@@ -104,41 +83,6 @@ def test_rank_nonzero_does_nothing(kv, store):
         AttributionReader(store.uri).steps(run.info.run_id)
 
 
-def test_failures_are_logged_and_skipped_unless_strict(kv, store, caplog):
-    model, tok, _, probe = kv
-    run = store.client.create_run(store.exp)
-    mon = AttributionMonitor(probe, tok, ["saliency"], tracking_uri=store.uri, run_id=run.info.run_id,
-                             spool_dir=store.tmp / "spool", options={"max_new_tokens": 2})
-    with caplog.at_level(logging.ERROR, logger="attrib_mlops.callbacks"):
-        assert mon.log(object(), 5) is False  # not a model: attribution fails
-    assert "step 5 failed and was skipped" in caplog.text
-    assert mon.failures and mon.failures[0][0] == 5
-    strict = AttributionMonitor(probe, tok, ["saliency"], tracking_uri=store.uri, run_id=run.info.run_id,
-                                spool_dir=store.tmp / "spool", strict=True)
-    with pytest.raises(Exception):
-        strict.log(object(), 6)
-
-
-def test_monitor_plain_loop_and_resume(kv, store):
-    model, tok, _, probe = kv
-    run = store.client.create_run(store.exp)
-    mon = AttributionMonitor(probe, tok, ["saliency"], tracking_uri=store.uri, run_id=run.info.run_id,
-                             spool_dir=store.tmp / "spool")
-    assert mon.log(model, 10) is True
-    assert mon.log(model, 10) is False  # already logged
-    state = mon.state_dict()
-    mon2 = AttributionMonitor(probe, tok, ["saliency"], tracking_uri=store.uri, spool_dir=store.tmp / "spool")
-    mon2.load_state_dict(state)
-    assert mon2.run_id == run.info.run_id
-    assert mon2.log(model, 10) is False and mon2.log(model, 20) is True
-    mon2.close()
-    assert AttributionReader(store.uri).steps(run.info.run_id) == [10, 20]
-    a = AttributionReader(store.uri).load(run.info.run_id, 10, method="saliency")
-    b = AttributionReader(store.uri).load(run.info.run_id, 20, method="saliency")
-    for x, y in zip(a, b):  # same model at both steps -> same matrices (float16 storage)
-        np.testing.assert_allclose(x.matrix, y.matrix, rtol=1e-3, atol=1e-6)
-
-
 def test_constructor_checks(kv):
     _, tok, _, probe = kv
     with pytest.raises(InputError, match="never run"):
@@ -169,3 +113,76 @@ def test_on_save_links_metrics_to_logged_model(kv, store):
         lm = store.client.get_logged_model(by_name[f"checkpoint-{step}"].model_id)
         linked = {(m.key, m.step) for m in lm.metrics}
         assert ("attrib/saliency/mean_probability", step) in linked
+
+
+def _resumed_trainer(first, callback, restore: bool = False):
+    """A new Trainer like ``first`` (same data, collator, output dir) with only ``callback``."""
+    from transformers import Trainer
+
+    args = copy.deepcopy(first.args)
+    args.restore_callback_states_from_checkpoint = restore
+    trainer = Trainer(model=first.model, args=args, train_dataset=first.train_dataset,
+                      data_collator=first.data_collator, processing_class=first.processing_class,
+                      callbacks=[callback])
+    return trainer
+
+
+@pytest.mark.slow
+def test_resume_from_checkpoint_neither_redoes_nor_skips_a_step(kv, store):
+    model, tok, train, probe = kv
+    run = store.client.create_run(store.exp)
+    out = store.tmp / "ckpts"
+    kw = dict(methods=["saliency"], every_n_steps=4, on_save=False, at_train_end=False, tracking_uri=store.uri,
+              spool_dir=store.tmp / "spool")
+    first = AttributionCallback(probe, run_id=run.info.run_id, **kw)
+    res = train_keyvalue(copy.deepcopy(model), tok, train, max_steps=8, batch_size=8, seed=1, logging_steps=4,
+                         callbacks=[first], output_dir=str(out), save_steps=4, save_only_model=False)
+    # the Trainer saved the callback's state (ExportableState) in each checkpoint
+    saved = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["stateful_callbacks"]
+    mine = saved["AttributionCallback"]
+    assert mine["attributes"] == {"logged_steps": [4], "run_id": run.info.run_id}
+    assert mine["args"]["every_n_steps"] == 4 and mine["args"]["methods"] == ["saliency"]
+    assert [r["id"] for r in mine["args"]["probe"]] == list(probe["id"])
+    assert "attrib_mlops" not in saved  # no hand-written entry any more
+
+    # resume from checkpoint-4 with a fresh callback that knows no run: it reads its state at train begin
+    again = AttributionCallback(probe, **kw)
+    trainer = _resumed_trainer(res["trainer"], again)
+    trainer.train(resume_from_checkpoint=str(out / "checkpoint-4"))
+    assert again.run_id == run.info.run_id  # same run, not a new one
+    assert again.logged_steps == [4, 8]  # step 4 not redone (restored), step 8 not skipped
+    assert len(store.client.search_runs([store.exp])) == 1
+    assert AttributionReader(store.uri).steps(run.info.run_id) == [4, 8]
+
+
+@pytest.mark.slow
+def test_trainer_restore_rebuilds_the_callback_from_its_state(kv, store):
+    model, tok, train, probe = kv
+    run = store.client.create_run(store.exp)
+    out = store.tmp / "ckpts"
+    first = AttributionCallback(probe, methods=["saliency"], every_n_steps=4, on_save=False, at_train_end=False,
+                                tracking_uri=store.uri, run_id=run.info.run_id, spool_dir=store.tmp / "spool")
+    res = train_keyvalue(copy.deepcopy(model), tok, train, max_steps=4, batch_size=8, seed=1, logging_steps=4,
+                         callbacks=[first], output_dir=str(out), save_steps=4, save_only_model=False)
+    # restore_callback_states_from_checkpoint: transformers builds type(cb)(**args), then sets the attributes
+    placeholder = AttributionCallback(probe[:1], methods=["attention"], on_save=True, tracking_uri=store.uri)
+    trainer = _resumed_trainer(res["trainer"], placeholder, restore=True)
+    trainer.args.max_steps = 8
+    trainer.train(resume_from_checkpoint=str(out / "checkpoint-4"))
+    rebuilt = next(c for c in trainer.callback_handler.callbacks if isinstance(c, AttributionCallback))
+    assert rebuilt is not placeholder
+    assert rebuilt.monitor.methods == ["saliency"] and rebuilt.every_n_steps == 4
+    assert rebuilt.monitor.probe.ids == list(probe["id"]) and rebuilt.run_id == run.info.run_id
+    assert rebuilt.logged_steps == [4, 8]
+    assert AttributionReader(store.uri).steps(run.info.run_id) == [4, 8]
+
+
+def test_old_checkpoint_state_still_loads(kv, store):
+    _, tok, _, probe = kv
+    for legacy in ({"logged_steps": [10, 20], "run_id": "r-old"}, json.dumps({"logged_steps": [10, 20],
+                                                                            "run_id": "r-old"})):
+        cb = AttributionCallback(probe, every_n_steps=5, tracking_uri=store.uri)
+        state = SimpleNamespace(global_step=20, is_world_process_zero=True,
+                                stateful_callbacks={"attrib_mlops": legacy})
+        cb.on_train_begin(None, state, None, processing_class=tok)
+        assert cb.logged_steps == [10, 20] and cb.run_id == "r-old"

@@ -7,9 +7,9 @@ the method registry (:attr:`~attrib_mlops.engines.registry.AttributionMethod.kin
 Inseq's methods are token matrices). Sinks receive each kind's results as they are
 (``write(model, method, results)``) and store them in that kind's format.
 
-Adding a kind to jobs: subclass :class:`TaskKind` with ``name`` set to the kind's name
-in a new module of this package (it registers itself when imported; add the import to
-:func:`load_task_kinds`), and copy ``tests/jobs/test_kinds.py``.
+Adding a kind to jobs: one module in this package (``token_matrix.py`` is the model) with
+a subclass of :class:`TaskKind` whose ``name`` is the kind's name; modules are discovered,
+and the class registers itself. Copy ``tests/jobs/test_kinds.py``.
 
 Example:
     >>> task_kind("token_matrix").name
@@ -20,17 +20,19 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from ..analysis.registry import TOKEN_MATRIX
-from ..errors import InputError
-from ..options import AttributeOptions
-from ..result import AttributionResult
+from ...analysis.registry import TOKEN_MATRIX
+from ...errors import InputError
+from ...options import AttributeOptions
 
-__all__ = ["TaskKind", "TokenMatrixTask", "task_kind", "task_kind_names", "method_kind"]
+__all__ = ["TaskKind", "task_kind", "task_kind_names", "method_kind", "load_task_kinds"]
 
 _TASKS: dict[str, type[TaskKind]] = {}
+_LOADED: list[bool] = []
 
 
 class TaskKind:
@@ -61,23 +63,14 @@ class TaskKind:
         return {}
 
 
-class TokenMatrixTask(TaskKind):
-    """Token matrices (:class:`~attrib_mlops.result.AttributionResult`) through :func:`attrib_mlops.api.attribute`."""
-
-    name = TOKEN_MATRIX
-
-    def attribute(self, model, tokenizer, prompts, targets, method, engine, sample_ids, options):
-        from .. import api  # module attribute lookup: tests and wrappers can patch api.attribute
-
-        return api.attribute(model, tokenizer, list(prompts), list(targets), [method], engine,
-                             sample_ids=list(sample_ids), options=options)
-
-    def decode(self, data: dict[str, Any]) -> AttributionResult:
-        return AttributionResult.from_dict(data)
-
-
 def load_task_kinds() -> None:
-    """Import the task kinds defined outside this module (none yet: the token matrix is built in)."""
+    """Import every module of this package once (each defines one task kind, which registers itself)."""
+    if _LOADED:
+        return
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+    _LOADED.append(True)
 
 
 def task_kind(name: str) -> TaskKind:
@@ -95,7 +88,7 @@ def task_kind_names() -> list[str]:
 
 def method_kind(method: str, engine: str) -> str:
     """The attribution kind of ``method`` run by ``engine`` (registered class, else a token matrix)."""
-    from ..engines.registry import method_classes
+    from ...engines.registry import method_classes
 
     for cls in method_classes(engine):
         if cls.name == method:

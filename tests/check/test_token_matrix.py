@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "regression_check.py"
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "regression_check.py"
 
 
 def _recipe():

@@ -41,6 +41,6 @@ GpusPerWorkerOpt = Annotated[
 def executor_choice(executor: str, ray_address: str | None, ray_workers: int | None, cpus_per_worker: float,
                     gpus_per_worker: float):
     """The :class:`~attrib_mlops.jobs.executor_choice.ExecutorChoice` of the options (InputError if inconsistent)."""
-    from .jobs.executor_choice import ExecutorChoice
+    from ..jobs.executor_choice import ExecutorChoice
 
     return ExecutorChoice(executor, ray_address, ray_workers, cpus_per_worker, gpus_per_worker)

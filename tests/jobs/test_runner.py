@@ -1,4 +1,4 @@
-"""Jobs: spec validation, the content-keyed cache, resuming after a crash, shared targets."""
+"""jobs.runner: resuming after a crash, the cache, shared targets, sinks."""
 
 from __future__ import annotations
 
@@ -8,18 +8,8 @@ import numpy as np
 import pytest
 
 import attrib_mlops.api as api
-from attrib_mlops.errors import InputError, SpecError
-from attrib_mlops.job import (
-    JobSpec,
-    LocalFolderSink,
-    ResultCache,
-    ResultSink,
-    load_job,
-    load_local_results,
-    model_fingerprint,
-    parse_job,
-    run_job,
-)
+from attrib_mlops.errors import InputError
+from attrib_mlops.jobs import JobSpec, LocalFolderSink, ResultSink, load_local_results, run_job
 from attrib_mlops.result import AttributionResult
 
 PROMPTS = ["w1 w2 w3 w4", "w5 w6 w7", "w8 w9 w10 w11 w12 w13", "w2 w4 w6", "w3 w5"]
@@ -58,92 +48,6 @@ def _same(a: list[AttributionResult], b: list[AttributionResult]) -> None:
             np.testing.assert_array_equal(x.step_scores[k], y.step_scores[k])
 
 
-# ------------------------------------------------------------------ validation
-BASE = {"name": "j", "models": [{"name": "m", "ref": "x"}], "methods": ["saliency"], "samples": {"source": "s.jsonl"}}
-
-
-@pytest.mark.parametrize(
-    "change, expected",
-    [
-        ({"models": [{"name": "m", "ref": "x", "pth": 1}]}, "unknown key 'models.0.pth'"),
-        ({"methods": ["saliency", "salency"]}, "'methods.1': unknown method 'salency'; valid: "),
-        ({"options": {"batch_sise": 4}}, "unknown key 'options.batch_sise' (valid keys: batch_size"),
-        ({"options": {"batch_size": "many"}}, "'options.batch_size': Input should be a valid integer"),
-        ({"models": "m"}, "'models': Input should be a valid list"),
-        ({"colour": "red"}, "unknown key 'colour'"),
-        ({"samples": {"source": "s.jsonl", "limt": 3}}, "unknown key 'samples.limt'"),
-        ({"targets": "model:other"}, "'targets': model 'other' is not in models"),
-        ({"targets": "sometimes"}, "'targets': must be 'given', 'generate' or 'model:<name"),
-        ({"engine": "native", "methods": ["lime"]}, "'methods.0': engine 'native' does not support 'lime'"),
-        ({"models": [{"name": "a b", "ref": "x"}]}, "'models.0.name': model name 'a b' must start"),
-    ],
-)
-def test_spec_errors_name_the_key(change, expected):
-    with pytest.raises(SpecError) as err:
-        parse_job({**BASE, **change})
-    assert expected in str(err.value)
-
-
-def test_spec_error_names_every_bad_key_and_defaults():
-    with pytest.raises(SpecError) as err:
-        parse_job({**BASE, "models": [{"name": "m", "ref": "x", "pth": 1}], "methods": ["salency"],
-                   "options": {"nsteps": 3}})
-    msg = str(err.value)
-    assert "models.0.pth" in msg and "methods.0" in msg and "options.nsteps" in msg
-    spec = parse_job(BASE)
-    assert spec.output_dir.replace("\\", "/") == "attrib-results/j" and spec.cache_dir == ".attrib-cache"
-    assert spec.to_dict()["options"] == {}
-
-
-def test_load_job_file_errors(tmp_path):
-    with pytest.raises(SpecError, match="job file .*nope.yaml' not found"):
-        load_job(tmp_path / "nope.yaml")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("name: [x\n")
-    with pytest.raises(SpecError, match=r"bad.yaml' is not valid YAML: .*line"):
-        load_job(bad)
-    good = tmp_path / "j.json"
-    good.write_text(json.dumps(BASE))
-    assert load_job(good).name == "j"
-    good.write_text(json.dumps({**BASE, "methods": ["nope"]}))
-    with pytest.raises(SpecError, match=r"invalid job spec '.*j.json': 'methods.0': unknown method"):
-        load_job(good)
-
-
-# ------------------------------------------------------------------ fingerprint and cache
-def test_model_fingerprint_tracks_weights(tiny):
-    import copy
-
-    import torch
-
-    model = tiny[0]
-    fp = model_fingerprint(model)
-    assert fp == model_fingerprint(model)
-    sampled = model_fingerprint(model, full_hash_limit=0)
-    assert sampled != fp
-    other = copy.deepcopy(model)
-    with torch.no_grad():
-        next(other.parameters()).view(-1)[0] += 1.0
-    assert model_fingerprint(other) != fp
-    assert model_fingerprint(other, full_hash_limit=0) != sampled  # element 0 is always in the sample
-
-
-def test_cache_roundtrip_keeps_nan_as_null(tmp_path):
-    cache = ResultCache(tmp_path)
-    r = AttributionResult(np.array([[0.5, 0.1], [0.2, np.nan]]), ["a", "b"], ["b", "c"], "saliency", "native",
-                          n_prompt=1, sample_id="x")
-    key = "ab" * 32
-    assert cache.get(key) is None
-    path = cache.put(key, r)
-    assert json.loads(path.read_text())["matrix"][1][1] is None
-    got = cache.get(key)
-    np.testing.assert_array_equal(got.matrix, r.matrix)
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
-    path.write_text("{broken")
-    assert cache.get(key) is None  # a corrupt entry is a miss
-
-
-# ------------------------------------------------------------------ running
 def test_second_run_computes_nothing_and_gives_identical_results(tmp_path, tiny_dir, samples_file):
     spec = _spec(tmp_path, tiny_dir, samples_file, methods=["saliency", "attention"])
     first = run_job(spec, progress=False)
@@ -240,3 +144,58 @@ def test_custom_sink_receives_pairs(tmp_path, tiny_dir, samples_file):
     run_job(spec, sinks=[rec], progress=False)
     assert rec.calls == [("begin", "t", 2), ("write", "tiny", "saliency", ["s0", "s1"]), ("end", "FINISHED")]
     assert not (tmp_path / "out").exists()  # explicit sinks replace the default folder sink
+
+
+def test_events_executor_seam_and_no_cache(tmp_path, tiny_dir, samples_file):
+    from attrib_mlops.jobs import LocalExecutor
+
+    class Recording(LocalExecutor):
+        def __init__(self):
+            super().__init__()
+            self.units = []
+
+        def map(self, units):
+            for unit, out in super().map(units):
+                self.units.append((unit.model, unit.method, unit.indices))
+                yield unit, out
+
+    events = []
+    ex = Recording()
+    spec = _spec(tmp_path, tiny_dir, samples_file, methods=["saliency", "attention"], cache_dir=None)
+    out = run_job(spec, progress=False, executor=ex, on_event=events.append)
+    assert out.computed == 10 and not (tmp_path / "cache").exists()  # no cache: nothing written there
+    assert ex.units == [("tiny", m, b) for m in ("saliency", "attention") for b in ([0, 1], [2, 3], [4])]
+    progress = [e.progress for e in events]
+    assert progress == sorted(progress) and events[-1].status == "finished" and events[-1].progress == 1.0
+    assert {e.method for e in events if e.method} == {"saliency", "attention"}
+    assert "model_fingerprint" not in load_local_results(out.output_dir)[("tiny", "saliency")][0].info
+    assert run_job(spec, progress=False).computed == 10  # still no cache: computed again
+
+    failed = []
+    with pytest.raises(InputError):
+        run_job(_spec(tmp_path, tiny_dir, samples_file, samples={"source": str(samples_file), "target_field": None}),
+                progress=False, on_event=failed.append)
+    assert failed == []  # a spec problem found before the job starts: no event
+    bad = _spec(tmp_path, tiny_dir, samples_file, models=[{"name": "m", "ref": str(tmp_path / "missing")}])
+    with pytest.raises(Exception):
+        run_job(bad, progress=False, on_event=failed.append)
+    assert failed[-1].status == "failed" and failed[-1].error
+
+
+def test_step_sink_commits_each_model_with_all_methods(tmp_path, tiny_dir, samples_file):
+    from attrib_mlops.jobs import StepSink
+    from attrib_mlops.tracking import AttributionReader
+
+    uri = f"sqlite:///{tmp_path}/steps.db"
+    sink = StepSink(tracking_uri=uri, experiment="steps", run_name="two-steps", steps={"a": 5, "b": 7},
+                    spool_dir=tmp_path / "spool")
+    spec = _spec(tmp_path, tiny_dir, samples_file, methods=["saliency", "attention"],
+                 models=[{"name": "a", "ref": str(tiny_dir)}, {"name": "b", "ref": str(tiny_dir)}])
+    run_job(spec, sinks=[sink], progress=False)
+    reader = AttributionReader(uri)
+    assert reader.steps(sink.run_id) == [5, 7] and sink.logged_steps == [5, 7]
+    info = reader.run_info(sink.run_id)
+    assert info.status == "FINISHED" and info.run_name == "two-steps"
+    assert set(info.methods) == {"saliency", "attention"}
+    assert [r.sample_id for r in reader.load(sink.run_id, 7, model="b", method="attention")] == \
+        [f"s{i}" for i in range(5)]

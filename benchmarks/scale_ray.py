@@ -7,7 +7,7 @@ samples (``--samples``) x three native methods (saliency, input_x_gradient,
 integrated_gradients with ``--n-steps`` steps), batches of ``--batch-size`` samples; every
 run starts from an empty result cache, writes each unit to it (as ``attrib-mlops run``
 does) and no other sink. Local = the local executor in this process (torch's default
-threads); Ray = a loopback Ray head started here (``--workers`` CPUs) and ``--workers``
+threads, or ``--local-threads``); Ray = a loopback Ray head started here (``--workers`` CPUs) and ``--workers``
 actors of one CPU each (one torch thread each), created once before the timed runs
 (startup reported apart). Runs are interleaved (local, ray, local, ray, ...) and the
 median of ``--repeats`` is reported, with the per-unit cost (wall time / units) and
@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--n-steps", type=int, default=16)
+    ap.add_argument("--local-threads", type=int, default=None,
+                    help="torch threads of the local executor (default: torch's, one per core)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
 
@@ -58,6 +60,10 @@ def main() -> None:
                 "cache_dir": str(tmp / f"cache-{tag}-{i}")}
 
     units = len(methods) * -(-args.samples // args.batch_size)
+    import torch
+
+    if args.local_threads:
+        torch.set_num_threads(args.local_threads)
     t0 = time.perf_counter()
     cluster = LocalRayCluster(num_cpus=args.workers).start()
     os.environ.update(cluster.driver_env({}))
@@ -87,6 +93,7 @@ def main() -> None:
     put_ms, read_ms, entry_kb = _driver_costs(Path(outcomes["ray"]), tmp / "cache-rewrite")
     med = {k: statistics.median(v) for k, v in times.items()}
     fig = {
+        "local_threads": torch.get_num_threads(),
         "samples": args.samples, "methods": methods, "batch_size": args.batch_size, "n_steps": args.n_steps,
         "units": units, "workers": args.workers, "repeats": args.repeats, "cpu_count": os.cpu_count(),
         "load_avg_1min": os.getloadavg()[0],
@@ -100,7 +107,7 @@ def main() -> None:
     print(f"{args.samples} samples x {len(methods)} methods = {units} units of {args.batch_size} samples, "
           f"median of {args.repeats} interleaved runs (1-min load average at the end: {fig['load_avg_1min']:.1f} on "
           f"{os.cpu_count()} CPUs)")
-    print(f"  local executor        {med['local']:7.1f} s   {fig['local_per_unit_ms']:7.1f} ms/unit")
+    print(f"  local executor ({torch.get_num_threads()} thr) {med['local']:7.1f} s   {fig['local_per_unit_ms']:7.1f} ms/unit")
     print(f"  ray, {args.workers} workers        {med['ray']:7.1f} s   {fig['ray_per_unit_ms']:7.1f} ms/unit   "
           f"speed-up x{fig['speedup_local_over_ray']:.2f}")
     print(f"  ray startup (head node + {args.workers} actors, not timed above): {startup:.1f} s")

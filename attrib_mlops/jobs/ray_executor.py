@@ -260,6 +260,7 @@ class RayExecutor:
         self._actors: list[Any] = []
         self._handles: dict[str, _RemoteHandle] = {}
         self._owns_ray = False
+        self._releases: list[Any] = []
         self._rr = 0
         self._connect(connect_timeout, num_cpus)
 
@@ -418,13 +419,16 @@ class RayExecutor:
 
     def release(self, model: str) -> None:
         if self._handles.pop(model, None) is not None:
-            for a in self._actors:
-                a.release.remote(model)
+            self._releases = [a.release.remote(model) for a in self._actors]
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
         """Stop the actors; shut Ray down when this executor started or connected it."""
         ray = self.ray
+        if self._releases:  # let queued releases finish rather than die with their actor
+            with contextlib.suppress(Exception):
+                ray.wait(self._releases, num_returns=len(self._releases), timeout=10)
+            self._releases = []
         for a in self._actors:
             with contextlib.suppress(Exception):
                 ray.kill(a)

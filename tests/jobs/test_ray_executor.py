@@ -136,6 +136,29 @@ def test_worker_killed_mid_job_loses_nothing(tiny_dir, job_files, local_referenc
     assert stats[survivor]["units_done"] > survivor_units  # the other worker kept its count: it was never restarted
 
 
+@pytest.mark.slow
+def test_generated_targets_on_ray_match_local(tiny_dir, job_files, executor, tmp_path):
+    """targets: generate: the continuations are written on the actors, identical to the local ones."""
+    import torch
+
+    root, samples = job_files
+    spec = {**_spec(tiny_dir, samples, tmp_path / "cache-ray", max_new_tokens=3), "methods": ["saliency"],
+            "targets": "generate", "samples": {"source": str(samples), "limit": 4, "seed": 0}}
+    executor.cache = ResultCache(spec["cache_dir"])
+    run_job(spec, sinks=[LocalFolderSink(tmp_path / "ray")], progress=False, executor=executor)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_job({**spec, "cache_dir": str(tmp_path / "cache-local")}, sinks=[LocalFolderSink(tmp_path / "local")],
+                progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    ray_r, local_r = load_local_results(tmp_path / "ray"), load_local_results(tmp_path / "local")
+    assert [r.target for r in ray_r[("tiny", "saliency")]] == [r.target for r in local_r[("tiny", "saliency")]]
+    assert all(r.info["target_source"] == "generated:tiny" for r in ray_r[("tiny", "saliency")])
+    _assert_same(ray_r, local_r)
+
+
 def _keys(cache_dir: Path) -> list[str]:
     return [p.stem for p in (cache_dir / "results").rglob("*.json")]
 

@@ -56,6 +56,7 @@ def backfill(
     model_name: str = "model",
     progress: bool = True,
     spool_dir: Any = None,
+    executor: Any = None,
 ) -> dict[str, Any]:
     """Attribute every not-yet-logged checkpoint into ``run_id`` (or a new run).
 
@@ -63,6 +64,10 @@ def backfill(
     checkpoint, written by a :class:`~attrib_mlops.jobs.StepSink` at the checkpoint's step
     (all methods of a checkpoint in one commit). Nothing is cached: every checkpoint not
     yet logged is attributed.
+
+    ``executor`` computes the work (default: a local executor); e.g. a
+    :class:`~attrib_mlops.jobs.ray_executor.RayExecutor` spreads each checkpoint's
+    batches over a Ray actor pool.
 
     Returns ``{"run_id", "logged": [steps], "skipped": [steps]}``.
 
@@ -118,8 +123,10 @@ def backfill(
         loader = with_tokenizer
     bar = _CheckpointBar(len(todo), progress)
     try:
-        run_job(spec, sinks=[sink], progress=False, executor=LocalExecutor(loader=loader), on_event=bar.update,
-                probe=probe_set)
+        if executor is not None and loader is not None:
+            raise InputError("tokenizer= cannot be combined with executor=; give the executor a loader instead")
+        run_job(spec, sinks=[sink], progress=False, executor=executor or LocalExecutor(loader=loader),
+                on_event=bar.update, probe=probe_set)
     finally:
         bar.close()
     return {"run_id": handle.run_id, "logged": sink.logged_steps, "skipped": skipped}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install attrib-mlops and everything it needs on a fresh machine (Python >= 3.10).
 #   bash scripts/install.sh          # the package, Inseq and the dashboard
-#   bash scripts/install.sh test     # + test tools and Debian's Chromium for browser tests
+#   bash scripts/install.sh test     # + test tools, Ray and the job service's web stack, and Debian's
+#                                    #   Chromium for browser tests
 # TORCH_SPEC overrides the torch requirement (default: the CPU build torch==2.13.0;
 # on a GPU machine install your CUDA build of torch first and it is kept).
 set -euo pipefail
@@ -13,7 +14,7 @@ if ! $PY -c "import torch" 2>/dev/null; then
   $PY -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
 extras="inseq,dashboard"
-if [[ "${1:-}" == "test" ]]; then extras="$extras,test"; fi
+if [[ "${1:-}" == "test" ]]; then extras="$extras,test,ray,service"; fi
 $PY -m pip install -q -e ".[$extras]"
 # Inseq 0.7.1 lists CUDA-11 wheels as hard Linux dependencies it does not need to
 # run; its real dependencies come with the [inseq] extra above.

@@ -51,3 +51,32 @@ def _isolated_mlflow(tmp_path, monkeypatch):
     yield
     if mlflow.active_run() is not None:
         mlflow.end_run()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A Ray head node on 127.0.0.1 (2 CPUs, no dashboard, token auth), started once, stopped after.
+
+    The test process gets the cluster's loopback and token variables for the session, so
+    ``RayExecutor(address=ray_cluster.address)`` connects; it never calls ``ray stop``.
+    """
+    from attrib_mlops.jobs.ray_cluster import LocalRayCluster
+
+    cluster = LocalRayCluster(num_cpus=2).start()
+    saved = {k: os.environ.get(k) for k in cluster.driver_env({})}
+    os.environ.update(cluster.driver_env({}))
+    try:
+        yield cluster
+    finally:
+        try:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+        finally:
+            cluster.stop()
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v

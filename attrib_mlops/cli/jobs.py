@@ -10,6 +10,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from .app import VerboseOpt, app, cli_errors, console, metrics_table
+from .executor_options import (
+    CpusPerWorkerOpt,
+    ExecutorOpt,
+    GpusPerWorkerOpt,
+    RayAddressOpt,
+    RayWorkersOpt,
+    executor_choice,
+)
 
 @app.command("run")
 @cli_errors
@@ -46,6 +54,11 @@ def run_cmd(
     experiment: Annotated[
         str | None, typer.Option("--experiment", help="MLflow experiment name (default: the job name).")
     ] = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_workers: RayWorkersOpt = None,
+    cpus_per_worker: CpusPerWorkerOpt = 1.0,
+    gpus_per_worker: GpusPerWorkerOpt = 0.0,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run an attribution job: every model x method over every sample.
@@ -69,7 +82,12 @@ def run_cmd(
 
         mlflow_sink = MlflowJobSink(tracking_uri=tracking_uri, experiment=experiment)
         sinks.append(mlflow_sink)
-    outcome = run_job(spec, sinks=sinks, progress=progress)
+    from ..jobs import ResultCache
+    from ..jobs.executor_choice import open_executor
+
+    choice = executor_choice(executor, ray_address, ray_workers, cpus_per_worker, gpus_per_worker)
+    with open_executor(choice, ResultCache(spec.cache_dir) if spec.cache_dir else None) as ex:  # connects first
+        outcome = run_job(spec, sinks=sinks, progress=progress, executor=ex if choice.name != "local" else None)
     rows = [
         {"model": p.model, "method": p.method, "computed": p.computed, "cached": p.cached, "metrics": p.metrics}
         for p in outcome.pairs
@@ -183,6 +201,11 @@ def backfill_cmd(
         str, typer.Option("--experiment", help="Experiment of a new run.")
     ] = "attrib-mlops-backfill",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_workers: RayWorkersOpt = None,
+    cpus_per_worker: CpusPerWorkerOpt = 1.0,
+    gpus_per_worker: GpusPerWorkerOpt = 0.0,
     verbose: VerboseOpt = False,
 ) -> None:
     """Attribute every saved checkpoint-<step> folder at its step into an MLflow run.
@@ -192,17 +215,22 @@ def backfill_cmd(
     from ..backfill import backfill
     from ..samples import ProbeSet
 
+    from ..jobs.executor_choice import open_executor
+
     probe_set = ProbeSet.from_spec(probe) if probe else None
-    out = backfill(
-        checkpoints,
-        run_id=run_id,
-        tracking_uri=tracking_uri,
-        experiment=experiment,
-        probe=probe_set,
-        methods=method or ["saliency"],
-        engine=engine,
-        progress=progress,
-    )
+    choice = executor_choice(executor, ray_address, ray_workers, cpus_per_worker, gpus_per_worker)
+    with open_executor(choice) as ex:  # a Ray cluster is reached before any run is created
+        out = backfill(
+            checkpoints,
+            run_id=run_id,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            probe=probe_set,
+            methods=method or ["saliency"],
+            engine=engine,
+            progress=progress,
+            executor=ex if choice.name != "local" else None,
+        )
     console.print(
         f"run [bold]{out['run_id']}[/bold]: logged steps {out['logged'] or 'none'}; "
         f"already there: {out['skipped'] or 'none'}",

@@ -129,12 +129,16 @@ class _ModelHandle:
             if isinstance(d, dict) and "model" in d and "tokenizer" in d:
                 self._fps = (d["model"], d["tokenizer"])
             else:
-                model, tok = self.get()
-                self._fps = (model_fingerprint(model), tokenizer_fingerprint(tok))
+                self._fps = self._compute_fingerprints()
                 if memo:
                     self.cache.put_json("fingerprints", memo, {"model": self._fps[0], "tokenizer": self._fps[1],
                                                                "ref": self.spec.ref})
         return self._fps
+
+    def _compute_fingerprints(self) -> tuple[str, str]:
+        """Hash the loaded model and tokenizer (a remote executor overrides this to hash on a worker)."""
+        model, tok = self.get()
+        return model_fingerprint(model), tokenizer_fingerprint(tok)
 
     def release(self) -> None:
         if self._model is not None:

@@ -62,17 +62,20 @@ class StepSink:
         terminate: end the run with the job's status (a run this sink created); ``False``
             leaves the run's status alone.
         on_run: called with the run id once the run is known.
+        keep_float32: also store float32 matrices (see :class:`~attrib_mlops.tracking.AttributionWriter`),
+            so readers get the computed values rather than their float16 display copy.
     """
 
     def __init__(self, *, tracking_uri: str | None = None, run_id: str | None = None, experiment: str | None = None,
                  run_name: str | None = None, tags: Mapping[str, str] | None = None,
                  params: Mapping[str, str] | None = None, steps: Mapping[str, int] | None = None,
                  model_label: str | None = None, spool_dir: Any = None, strict: bool = False,
-                 terminate: bool = True, on_run: Callable[[str], None] | None = None):
+                 terminate: bool = True, on_run: Callable[[str], None] | None = None, keep_float32: bool = False):
         self.tracking_uri, self.run_id, self.experiment = tracking_uri, run_id, experiment
         self.run_name, self.tags, self.params = run_name, dict(tags or {}), dict(params or {})
         self.steps, self.model_label = dict(steps or {}), model_label
         self.spool_dir, self.strict, self.terminate, self.on_run = spool_dir, strict, terminate, on_run
+        self.keep_float32 = keep_float32
         self.client: Any = None
         self.logged_steps: list[int] = []
         self._writer: Any = None
@@ -94,7 +97,7 @@ class StepSink:
             self.client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in self.params.items()])
         self._methods = list(job.methods)
         self._writer = AttributionWriter(self.client, run_id=self.run_id, spool_dir=self.spool_dir,
-                                         strict=self.strict)
+                                         strict=self.strict, keep_float32=self.keep_float32)
         self._writer.log_probe_set(probe_set.to_records())
 
     def write(self, model_name: str, method: str, results: list[Any]) -> None:

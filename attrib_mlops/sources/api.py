@@ -16,8 +16,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "attribute_sources", "generate_continuations"]
 
-#: Source attribution methods (the AT2 estimator will join this list).
-METHODS = ("ablation",)
+#: Source attribution methods: ablation, the AT2 estimator and naive attention averaging.
+METHODS = ("ablation", "at2", "attention")
 
 Prompt = str | Sequence[dict]
 
@@ -125,7 +125,10 @@ def attribute_sources(
         sources: ``"sentence"``, ``"line"``, ``"turn"`` (conversations), ``"token"``, or per
             prompt a list of substrings that occur in that order in the prompt (for a
             conversation: in the rendered text, usually inside message contents).
-        method: ``"ablation"``.
+        method: ``"ablation"``; ``"at2"`` (a trained estimator: pass ``estimator=``, see
+            :func:`attrib_mlops.train_source_estimator`) or ``"attention"`` (naive attention
+            averaging), both one forward per batch of samples with the options of
+            :class:`~attrib_mlops.sources.at2.options.AT2Options`.
         sample_ids: optional ids carried into the results.
         **options: :class:`~attrib_mlops.sources.options.SourceOptions` fields (``n_ablations``,
             ``ablation="remove"|"mask"``, ``estimator``, ``seed``, ``n_holdout``, ...).
@@ -150,6 +153,10 @@ def attribute_sources(
     from .forward import Forwarder, encode_prompt
     from .splitting import find_substrings, split_text
 
+    if method in ("at2", "attention"):  # one forward per batch of samples (attrib_mlops.sources.at2)
+        from .at2.attribute import attribute_at2
+
+        return attribute_at2(model, tokenizer, prompts, targets, sources, method, sample_ids=sample_ids, **options)
     opts = parse_source_options(options)
     if method not in METHODS:
         raise UnknownMethodError(f"unknown source attribution method {method!r}; valid: {', '.join(METHODS)}")

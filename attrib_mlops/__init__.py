@@ -13,6 +13,9 @@ from .result import AttributionResult
 __version__ = "0.1.0"
 
 __all__ = ["attribute", "list_methods", "AttributionResult", "AttribError", "__version__"]
+__all__ += ["train_source_estimator", "SourceEstimator"]  # AT2 (attrib_mlops.sources.at2)
+
+_AT2 = {"train_source_estimator": "train", "SourceEstimator": "estimator"}
 
 
 def __getattr__(name: str):
@@ -21,4 +24,8 @@ def __getattr__(name: str):
         from . import api
 
         return getattr(api, name)
+    if name in _AT2:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.sources.at2.{_AT2[name]}"), name)
     raise AttributeError(f"module 'attrib_mlops' has no attribute {name!r}")

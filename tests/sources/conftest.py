@@ -1,0 +1,101 @@
+"""Fixtures of the source-attribution tests: a hand-built model whose answers are known in closed
+form, and the demo's trained models (session-scoped; trained once, only by the slow tests)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+BOW_VOCAB = ["a", "b", "c", "d", "t", "u", ".", "?"]
+
+
+class BagOfVisibleTokens(torch.nn.Module):
+    """A causal "LM" whose logits at position q are the summed votes of the tokens it can see.
+
+    ``logits[q] = bias + sum_{k <= q, mask_k = 1} votes[ids_k]``: no positions and no residual,
+    so every ablation has a closed-form answer (:meth:`prob`).
+    """
+
+    def __init__(self, vocab_size: int, votes: dict[int, dict[int, float]]):
+        super().__init__()
+        w = torch.zeros(vocab_size, vocab_size)
+        for src, row in votes.items():
+            for tgt, v in row.items():
+                w[src, tgt] = v
+        self.votes = torch.nn.Parameter(w)
+        self.bias = torch.nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0, **kw):
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        v = self.votes[input_ids] * mask.unsqueeze(-1).to(self.votes.dtype)  # [R, L, V]
+        logits = v.cumsum(dim=1) + self.bias
+        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
+            logits = logits[:, -logits_to_keep:]
+        return SimpleNamespace(logits=logits)
+
+    def prob(self, visible_ids: list[int], target: int) -> float:
+        """Closed form: softmax(bias + sum of the visible tokens' votes)[target]."""
+        z = self.bias.detach().double().clone()
+        for i in visible_ids:
+            z += self.votes[i].detach().double()
+        return float(torch.softmax(z, 0)[target])
+
+
+@pytest.fixture(scope="session")
+def bow():
+    """(model, tokenizer): 'a' votes +4 for 't', 'b' +1 for 't', 'c' +2 for 'u'; the rest vote nothing."""
+    from attrib_mlops.demo.tiny import build_word_tokenizer
+
+    tok = build_word_tokenizer(BOW_VOCAB)
+    ids = {w: tok.convert_tokens_to_ids(w) for w in BOW_VOCAB}
+    model = BagOfVisibleTokens(len(tok), {ids["a"]: {ids["t"]: 4.0}, ids["b"]: {ids["t"]: 1.0},
+                                          ids["c"]: {ids["u"]: 2.0}})
+    return model, tok
+
+
+def logit(p: float) -> float:
+    return float(np.log(p) - np.log1p(-p))
+
+
+# ------------------------------------------------------------ trained demo models (slow tests only)
+KV_STEPS = 300
+MD_STEPS = 200
+
+
+def _train(vocab, model_kw, data, train_kw):
+    from attrib_mlops.demo.tiny import build_tiny_model
+    from attrib_mlops.demo.train import train_keyvalue
+
+    model, tok = build_tiny_model(vocab, **model_kw)
+    train_keyvalue(model, tok, data, **train_kw)
+    model.eval()
+    return model, tok
+
+
+@pytest.fixture(scope="session")
+def kv_clean():
+    from attrib_mlops.demo.tasks import keyvalue_vocab, make_keyvalue_dataset
+    from attrib_mlops.demo.train import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_TRAIN
+
+    data = make_keyvalue_dataset(**dict(DEFAULT_DATA, n=KV_STEPS * 32))
+    return _train(keyvalue_vocab(), DEFAULT_MODEL, data, dict(DEFAULT_TRAIN, max_steps=KV_STEPS))
+
+
+@pytest.fixture(scope="session")
+def kv_shortcut():
+    from attrib_mlops.demo.tasks import keyvalue_vocab, make_keyvalue_dataset
+    from attrib_mlops.demo.train import DEFAULT_MODEL, DEFAULT_TRAIN, SHORTCUT_DATA
+
+    data = make_keyvalue_dataset(**dict(SHORTCUT_DATA, n=KV_STEPS * 32))
+    return _train(keyvalue_vocab(), DEFAULT_MODEL, data, dict(DEFAULT_TRAIN, max_steps=KV_STEPS))
+
+
+@pytest.fixture(scope="session")
+def multidoc_model():
+    from attrib_mlops.demo.multidoc import MULTIDOC_DATA, MULTIDOC_MODEL, MULTIDOC_TRAIN, make_multidoc_dataset, multidoc_vocab
+
+    data = make_multidoc_dataset(**dict(MULTIDOC_DATA, n=MD_STEPS * 32))
+    return _train(multidoc_vocab(), MULTIDOC_MODEL, data, dict(MULTIDOC_TRAIN, max_steps=MD_STEPS))

@@ -99,3 +99,34 @@ def multidoc_model():
 
     data = make_multidoc_dataset(**dict(MULTIDOC_DATA, n=MD_STEPS * 32))
     return _train(multidoc_vocab(), MULTIDOC_MODEL, data, dict(MULTIDOC_TRAIN, max_steps=MD_STEPS))
+
+
+# ------------------------------------------------------------------ a subword (byte-level BPE) model
+CORPUS = [
+    "The cat sat on the mat. The dog ran in the park. Where is the cat? The cat is on the mat.",
+    "Paris is the capital of France. Berlin is the capital of Germany. What is the capital of France?",
+    "Alice likes tea. Bob likes coffee. Who likes tea? Alice does.",
+]
+
+
+@pytest.fixture(scope="session")
+def bpe_tiny():
+    """(model, tokenizer): a random GPT-2 with a byte-level BPE tokenizer trained here (offsets, merges)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tk.train_from_iterator(CORPUS * 4, trainer=trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                  pad_token="<|endoftext|>")
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=2, n_head=4,
+                     bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(cfg)
+    model.eval()
+    return model, tok

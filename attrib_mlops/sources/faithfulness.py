@@ -56,6 +56,11 @@ def _ids(tokenizer: Any, r: AttributionResult) -> list[int]:
     return [int(i) for i in ids]
 
 
+def _ceil(x: float) -> int:
+    """Ceiling that ignores float noise (0.6 * 5 is 3, not 4)."""
+    return math.ceil(round(float(x), 9))
+
+
 def _keep_top(order: np.ndarray, k: int, n_prompt: int, fixed: np.ndarray) -> np.ndarray:
     """Keep mask with the first ``k`` of ``order`` removed (``fixed`` tokens always kept)."""
     keep = np.ones(n_prompt, dtype=bool)
@@ -116,8 +121,8 @@ def faithfulness(
     if cand.size == 0:
         raise InputError("the prompt has no token that may be removed (all are special tokens)")
     C = cand.size
-    ks = [max(1, math.ceil(f * C)) for f in fr]
-    dels = [math.ceil(d * C) for d in np.linspace(0.0, 1.0, deletion_steps + 1)]
+    ks = [max(1, _ceil(f * C)) for f in fr]
+    dels = [_ceil(d * C) for d in np.linspace(0.0, 1.0, deletion_steps + 1)]
 
     masks, index = [np.ones(n, dtype=bool)], []  # row 0: full prompt
     for j in range(T):

@@ -51,6 +51,7 @@ __all__ = [
     "turn_importance",
     "temporal_turn_importance",
     "inseq_chat_problem",
+    "chat_prompt_for_engines",
 ]
 
 #: A minimal chat template for word-level tokenizers (roles as ``<role>`` words), used by tests and demos.
@@ -205,12 +206,16 @@ def turn_ids(
     """
     r = render_conversation(tokenizer, messages, chat_template=chat_template,
                             add_generation_prompt=add_generation_prompt)
-    if result.prompt != r.text:
+    if result.prompt == r.text:
+        shift = 0
+    elif result.prompt and r.text.endswith(result.prompt):  # chat_prompt_for_engines cut a written BOS
+        shift = len(r.text) - len(result.prompt)
+    else:
         raise InputError("the result's prompt is not this conversation's rendering; attribute the rendered text")
     n_prompt = int(result.n_prompt)
     enc = None
     for add in (False, True):
-        e = tokenizer(r.text, add_special_tokens=add, return_offsets_mapping=True)
+        e = tokenizer(result.prompt, add_special_tokens=add, return_offsets_mapping=True)
         if list(tokenizer.convert_ids_to_tokens(e["input_ids"])) == list(result.source_tokens[:n_prompt]):
             enc = e
             break
@@ -225,6 +230,7 @@ def turn_ids(
     n_msg = len(r.messages)
     ids = np.full(len(result.source_tokens), n_msg, dtype=np.int64)
     for i, (a, b) in enumerate(enc["offset_mapping"]):
+        a, b = a + shift, b + shift
         if b <= a:  # added by the tokenizer (no text): belongs to no message
             ids[i] = -1
         elif gen_start is not None and a >= gen_start:
@@ -286,6 +292,37 @@ def inseq_chat_problem(tokenizer: Any, rendered_prompt: str) -> str | None:
     return (
         "Inseq cannot attribute this chat-templated prompt faithfully (Inseq issue 278): it re-encodes the rendered "
         f"text adding the tokenizer's special tokens ({', '.join(extra[:3]) or 'extra tokens'}), which the chat "
-        "template already wrote, so it would see different tokens than the model does in chat. Use the native "
-        "engine, or a template that leaves special tokens to the tokenizer."
+        "template already wrote, so it would see different tokens than the model does in chat (and so would the "
+        "native token engine, which encodes the same way). Pass the text from "
+        "attrib_mlops.sources.conversation.chat_prompt_for_engines(), or a template that leaves special tokens "
+        "to the tokenizer; attribute_sources renders conversations itself and is not affected."
     )
+
+
+def chat_prompt_for_engines(
+    tokenizer: Any,
+    messages: Sequence[Mapping[str, str]],
+    *,
+    chat_template: str | None = None,
+    add_generation_prompt: bool | None = None,
+) -> str:
+    """The prompt text to pass to :func:`attrib_mlops.attribute` for a conversation.
+
+    The token engines encode prompts with the tokenizer's special tokens added
+    (as Inseq does); a template that writes the BOS token itself would get it
+    twice. This returns the rendered text, without the written BOS when the
+    tokenizer adds it back, so that the engines see exactly the template's
+    tokens. Raises :class:`InputError` (with the Inseq issue 278 explanation)
+    when no text gives those tokens.
+    """
+    r = render_conversation(tokenizer, messages, chat_template=chat_template,
+                            add_generation_prompt=add_generation_prompt)
+    if inseq_chat_problem(tokenizer, r.text) is None:
+        return r.text
+    own = list(tokenizer(r.text, add_special_tokens=False)["input_ids"])
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and r.text.startswith(bos):
+        cut = r.text[len(bos):]
+        if list(tokenizer(cut, add_special_tokens=True)["input_ids"]) == own:
+            return cut
+    raise InputError(inseq_chat_problem(tokenizer, r.text) or "chat prompt cannot be encoded")

@@ -112,7 +112,7 @@ def encode_prompt(
 
 def _token_logprobs(logits: torch.Tensor, tgt: torch.Tensor) -> np.ndarray:
     """[R, T, V] logits, [R, T] target ids -> [R, T] float64 log p, accurate for p near 0 and near 1."""
-    z = logits.float()
+    z = logits.detach().float()
     lse = torch.logsumexp(z, dim=-1)
     zy = z.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
     others = z.scatter(-1, tgt.unsqueeze(-1), float("-inf"))
@@ -218,6 +218,7 @@ class Forwarder:
             start = stop
         return out
 
+    @torch.no_grad()
     def _forward(self, rows: list[tuple[list[int], list[int], list[int]]], target_ids: list[int]) -> np.ndarray:
         R, T = len(rows), len(target_ids)
         L = max(len(r[0]) for r in rows)

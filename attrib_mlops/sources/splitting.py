@@ -20,7 +20,7 @@ Example:
     >>> [text[a:b] for a, b in split_text(text, "sentence")]
     ['One.', 'Two.', 'Three']
     >>> remove_spans(text, [(0, 4), (5, 9), (10, 15)], [True, False, True])
-    'One.\\nThree'
+    'One. Three'
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ Example:
     >>> import numpy as np
     >>> m = np.array([[1, 1], [1, 0], [0, 1], [0, 0]], bool)
     >>> w, b = fit_lasso(m, m @ np.array([2.0, 0.0]), n_tokens=1, alpha=0.0)
-    >>> np.round(w, 3).tolist()
+    >>> (np.round(w, 3) + 0.0).tolist()
     [2.0, 0.0]
 """
 

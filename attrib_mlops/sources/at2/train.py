@@ -103,8 +103,29 @@ def fit_weights(
     optim = torch.optim.Adam([w], lr=opts.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=opts.n_steps)
     bs = min(opts.batch_size, N)
-    losses: list[float] = []
     bar = tqdm(range(opts.n_steps), desc="training AT2 estimator", unit="step", disable=not opts.show_progress)
+    threads = torch.get_num_threads()
+    if Z.numel() < 2**22:  # small problems: thread hand-offs cost more than the arithmetic
+        torch.set_num_threads(1)
+    try:
+        losses = _steps(bar, Z, Y, V, w, optim, sched, gen, bs, opts)
+    finally:
+        torch.set_num_threads(threads)
+    with torch.no_grad():
+        out = w.detach().clone()
+        norm = out.abs().sum()
+        if float(norm) > 0:
+            out /= norm
+    tail = max(1, len(losses) // 10)
+    history = {"loss_first": float(np.mean(losses[:tail])), "loss_last": float(np.mean(losses[-tail:])),
+               "n_steps": len(losses)}
+    return out.numpy().astype(np.float32), history
+
+
+def _steps(bar: Any, Z: torch.Tensor, Y: torch.Tensor, V: torch.Tensor, w: torch.Tensor, optim: Any, sched: Any,
+           gen: torch.Generator, bs: int, opts: AT2TrainOptions) -> list[float]:
+    N = Z.shape[0]
+    losses: list[float] = []
     for _ in bar:
         idx = torch.randperm(N, generator=gen)[:bs] if bs < N else torch.arange(N)
         optim.zero_grad()
@@ -118,15 +139,7 @@ def fit_weights(
                 w.clamp_(min=0.0)
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-    with torch.no_grad():
-        out = w.detach().clone()
-        norm = out.abs().sum()
-        if float(norm) > 0:
-            out /= norm
-    tail = max(1, len(losses) // 10)
-    history = {"loss_first": float(np.mean(losses[:tail])), "loss_last": float(np.mean(losses[-tail:])),
-               "n_steps": len(losses)}
-    return out.numpy().astype(np.float32), history
+    return losses
 
 
 def examples_from_ablations(results: Sequence[Any]) -> list[Example]:

@@ -69,6 +69,15 @@ def nll(logits: torch.Tensor, labels: torch.Tensor, reduction: str) -> torch.Ten
     return total
 
 
+def _logits(out: Any) -> torch.Tensor:
+    """Logits ``[1, T, V]`` from a model output (transformers output, tuple or tensor)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "logits"):
+        return out.logits
+    return out[0]
+
+
 class GradComputer:
     """Per-example gradients of a model's loss with respect to a parameter subset.
 
@@ -127,16 +136,14 @@ class GradComputer:
               mask: torch.Tensor, labels: torch.Tensor, reduction: str) -> torch.Tensor:
         out = functional_call(self.model, {**rest, **sub}, (ids[None],),
                               {"attention_mask": mask[None], **self._kwargs}, tie_weights=False)
-        logits = out.logits if hasattr(out, "logits") else out[0]
-        return nll(logits[0], labels, reduction)
+        return nll(_logits(out)[0], labels, reduction)
 
     def _loss_embeds(self, sub: dict[str, torch.Tensor], rest: dict[str, torch.Tensor], ids: torch.Tensor,
                      labels: torch.Tensor, reduction: str) -> torch.Tensor:
         weights = {**rest, **sub}
         emb = functional_call(self._embed_module, {"weight": weights[self.embed_name]}, (ids[None],))
         out = functional_call(self.model, weights, (), {"inputs_embeds": emb, **self._kwargs}, tie_weights=False)
-        logits = out.logits if hasattr(out, "logits") else out[0]
-        return nll(logits[0], labels, reduction)
+        return nll(_logits(out)[0], labels, reduction)
 
     def _split(self, weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         sub = {n: weights[n].detach() for n in self.names}

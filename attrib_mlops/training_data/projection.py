@@ -40,6 +40,7 @@ class Projector:
         dim: output dimension (ignored for ``identity``: the total size).
         seed: projection seed.
         kind: ``sjlt`` or ``identity``.
+        chunk: parameter coordinates per generator draw (part of the projection's definition).
         cache_bytes: budget for cached hash/sign chunks (beyond it they are redrawn).
 
     Example:
@@ -51,12 +52,13 @@ class Projector:
     """
 
     def __init__(self, specs: list[ParamSpec], dim: int, seed: int, kind: Literal["sjlt", "identity"] = "sjlt",
-                 *, cache_bytes: int = 256 * 1024**2):
+                 *, chunk: int = CHUNK, cache_bytes: int = 256 * 1024**2):
         self.specs = list(specs)
         self.kind = kind
         self.seed = int(seed)
         self.total = sum(s.numel for s in self.specs)
         self.dim = self.total if kind == "identity" else int(dim)
+        self.chunk = int(chunk)
         self.cache_bytes = int(cache_bytes)
         self._cache: dict[tuple[str, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self._cached = 0
@@ -87,8 +89,8 @@ class Projector:
         out = torch.zeros(b, self.dim, dtype=torch.float32, device=device)
         for s in self.specs:
             x = flat[s.name]
-            for c, start in enumerate(range(0, s.numel, CHUNK)):
-                stop = min(start + CHUNK, s.numel)
+            for c, start in enumerate(range(0, s.numel, self.chunk)):
+                stop = min(start + self.chunk, s.numel)
                 idx, sign = self._hash(s.name, c, stop - start, device)
                 out.index_add_(1, idx, x[:, start:stop] * sign)
         return out
@@ -99,8 +101,8 @@ class Projector:
             return torch.eye(self.total)
         rows = []
         for s in self.specs:
-            for c, start in enumerate(range(0, s.numel, CHUNK)):
-                stop = min(start + CHUNK, s.numel)
+            for c, start in enumerate(range(0, s.numel, self.chunk)):
+                stop = min(start + self.chunk, s.numel)
                 idx, sign = self._hash(s.name, c, stop - start, torch.device("cpu"))
                 m = torch.zeros(stop - start, self.dim)
                 m[torch.arange(stop - start), idx] = sign
@@ -113,14 +115,14 @@ class Projector:
         Stored in the manifest; a query recomputes it, so a projection that
         would come out differently (another torch RNG) is caught, not used.
         """
-        h = hashlib.sha256(f"{self.kind}:{self.dim}:{self.seed}".encode())
+        h = hashlib.sha256(f"{self.kind}:{self.dim}:{self.seed}:{self.chunk}".encode())
         if self.kind == "sjlt":
             for s in self.specs:
-                idx, sign = self._hash(s.name, 0, min(s.numel, CHUNK), torch.device("cpu"))
+                idx, sign = self._hash(s.name, 0, min(s.numel, self.chunk), torch.device("cpu"))
                 h.update(idx[:64].numpy().tobytes())
                 h.update(sign[:64].numpy().tobytes())
         return h.hexdigest()
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "dim": self.dim, "seed": self.seed, "chunk": CHUNK,
+        return {"kind": self.kind, "dim": self.dim, "seed": self.seed, "chunk": self.chunk,
                 "fingerprint": self.fingerprint()}

@@ -26,7 +26,7 @@ from .compat import check_model, check_projection, check_tokenizer
 from .errors import CheckpointError, NoTrainingIndexError, TargetTokenError
 from .grads import GradComputer
 from .options import QueryOptions, parse_query_options
-from .projection import Projector
+from .projection import CHUNK, Projector
 from .result import TrainingDataAttribution
 from .scoring import METHODS, datainf, grad_cos, require_layers, tracin
 from .storage import TrainingIndex
@@ -119,7 +119,7 @@ def query_gradients(index: TrainingIndex, model: Any, queries: list[Query], opts
     """
     specs = index.params
     pj = index.manifest["projection"]
-    projector = Projector(specs, pj["dim"], pj["seed"], pj["kind"])
+    projector = Projector(specs, pj["dim"], pj["seed"], pj["kind"], chunk=pj.get("chunk", CHUNK))
     check_projection(index, projector.to_dict())
     gc = GradComputer(model, specs, mode=opts.per_example)
     q_proj: list[list[torch.Tensor]] = []

@@ -120,8 +120,15 @@ def _cache_root() -> Path:
 
 
 def load_training_index(run_id: str, *, tracking_uri: str | None = None, client: Any = None,
-                        cache_dir: str | os.PathLike | None = None) -> TrainingIndex:
+                        cache_dir: str | os.PathLike | None = None, prefer_local: bool = True) -> TrainingIndex:
     """The run's index: read in place from a local artifact store, else downloaded (cached by manifest).
+
+    Args:
+        run_id: the training run.
+        tracking_uri / client: which MLflow server.
+        cache_dir: download cache (default ``$XDG_CACHE_HOME/attrib-mlops/training-index``); a
+            download is reused while the run's manifest is unchanged.
+        prefer_local: read a local artifact store in place instead of downloading.
 
     Raises:
         NoTrainingIndexError: the run has no index (the message says how to build one).
@@ -133,7 +140,7 @@ def load_training_index(run_id: str, *, tracking_uri: str | None = None, client:
     if path is None:
         raise NoTrainingIndexError(f"run {run_id} has no training-data index (no {ARTIFACT_PATH}/{MANIFEST} "
                                    "artifact); " + HOW_TO_BUILD.format(run=run_id))
-    local = _local_artifacts(run)
+    local = _local_artifacts(run) if prefer_local else None
     if local is not None and (local / path / MANIFEST).is_file():
         return TrainingIndex(local / path)
     cache = Path(cache_dir) if cache_dir else _cache_root()

@@ -19,6 +19,7 @@ from .checkpoints import (
     bind_weights,
     expand_checkpoints,
     learning_rate_of,
+    quiet_loading,
     read_weights,
     resolve_checkpoint,
     step_of,
@@ -129,7 +130,8 @@ def build_training_index(checkpoints: Any, tokenizer: Any, train_data: Any, lear
         raise InputError(f"got {len(names)} checkpoint_names for {len(refs)} checkpoints")
     lrs = resolve_learning_rates(learning_rates, refs, [Path(r).name for r in refs])
     cks = _checkpoints(refs, lrs, names)  # learning rates are checked before any gradient is computed
-    model, tokenizer, model_ref = _template(opts, cks[0], tokenizer)
+    with quiet_loading(not opts.show_progress):
+        model, tokenizer, model_ref = _template(opts, cks[0], tokenizer)
 
     examples = normalize_train_data(train_data, id_field=opts.id_field, text_field=opts.text_field,
                                     prompt_field=opts.prompt_field, target_field=opts.target_field)

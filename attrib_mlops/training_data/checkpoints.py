@@ -9,6 +9,7 @@ the template (the user's model) is never modified.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from .subset import tied_groups
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Checkpoint", "resolve_checkpoint", "expand_checkpoints", "read_weights", "bind_weights",
+__all__ = ["Checkpoint", "quiet_loading", "resolve_checkpoint", "expand_checkpoints", "read_weights", "bind_weights",
            "learning_rate_of", "step_of", "MLFLOW_SCHEMES"]
 
 MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
@@ -41,6 +42,21 @@ class Checkpoint:
     step: int | None = None
     learning_rate: float | None = None
     lr_source: str = ""
+
+
+@contextlib.contextmanager
+def quiet_loading(quiet: bool = True):
+    """Silence transformers' "Loading weights" progress bars for the duration (restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if quiet and was:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet and was:
+            hf_logging.enable_progress_bar()
 
 
 def resolve_checkpoint(ref: str | os.PathLike) -> Path:

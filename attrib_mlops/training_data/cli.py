@@ -128,7 +128,7 @@ def index_cmd(
         path = log_training_index(index, run, tracking_uri=tracking_uri)
         where = f"run {run}, artifact {path}/"
     console.print(f"indexed {index.n_examples} examples x {len(index.checkpoints)} checkpoints "
-                  f"({index.dim} dims, {size['total'] / 1e6:.1f} MB) -> {escape(where)}")
+                  f"({index.dim} dims, {size['total'] / 1e6:.1f} MB) -> {escape(where)}", soft_wrap=True)
 
 
 def _table(res: Any, k: int) -> Table:

@@ -21,7 +21,7 @@ from attrib_mlops.engines.prep import (
 from attrib_mlops.errors import InputError, UnknownMethodError
 from attrib_mlops.options import AttributeOptions
 
-from .checkpoints import bind_weights, read_weights, resolve_checkpoint
+from .checkpoints import bind_weights, quiet_loading, read_weights, resolve_checkpoint
 from .compat import check_model, check_projection, check_tokenizer
 from .errors import CheckpointError, NoTrainingIndexError, TargetTokenError
 from .grads import GradComputer
@@ -161,7 +161,8 @@ def load_query_model(index: TrainingIndex, model: Any, tokenizer: Any, opts: Que
     if model is None:
         model = _weights_folder(index, len(index.checkpoints) - 1, opts)[0]
     lopts = AttributeOptions(device=opts.device, trust_remote_code=opts.trust_remote_code)
-    model, tokenizer, ref = load_model_and_tokenizer(model, tokenizer, lopts)
+    with quiet_loading(not opts.show_progress):
+        model, tokenizer, ref = load_model_and_tokenizer(model, tokenizer, lopts)
     check_model(index, model)
     check_tokenizer(index, tokenizer)
     return model, tokenizer, ref

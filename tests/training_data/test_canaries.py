@@ -53,7 +53,7 @@ def test_canaries_are_recalled(canary_run, method):
 
 
 def test_flipped_labels_have_high_self_influence(tmp_path):
-    from sklearn.metrics import roc_auc_score
+    from scipy.stats import mannwhitneyu
 
     from attrib_mlops.demo.canaries import make_flipped_dataset
     from attrib_mlops.demo.tasks import keyvalue_vocab
@@ -70,5 +70,7 @@ def test_flipped_labels_have_high_self_influence(tmp_path):
                    num_threads=1)
     index = build_training_index(str(tmp_path / "ckpts"), None, data, out_dir=str(tmp_path / "index"),
                                  show_progress=False)
-    auc = roc_auc_score(flipped, index.self_influence("tracin"))
+    si = index.self_influence("tracin")
+    u = mannwhitneyu(si[flipped], si[~flipped], alternative="greater").statistic
+    auc = u / (flipped.sum() * (~flipped).sum())  # ROC AUC of self-influence as a flipped-label detector
     assert auc >= 0.8, auc

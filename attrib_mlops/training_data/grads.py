@@ -204,7 +204,7 @@ class GradComputer:
             g = self._run(weights, seqs[start:stop], labels[start:stop], self.loss_reduction)
             for n in self.names:
                 parts[n].append(g[n].reshape(g[n].shape[0], -1).to(torch.float32))
-        return {n: torch.cat(v) for n, v in parts.items()}
+        return {n: v[0] if len(v) == 1 else torch.cat(v) for n, v in parts.items()}
 
     def query(self, weights: dict[str, torch.Tensor], ids: list[int], positions: list[int]) -> dict[str, torch.Tensor]:
         """``{name: [numel]}`` float32 gradient of -sum_j log p(ids[j] | ids[:j]) over ``positions``."""

@@ -51,9 +51,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def _rowscale(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows divided by their max |value| (float16) and that scale (float32); zero rows stay zero."""
-    scale = x.abs().amax(dim=1)
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return (x / safe[:, None]).to(torch.float16).cpu(), scale.to(torch.float32).cpu()
+    scale = torch.linalg.vector_norm(x, ord=float("inf"), dim=1)
+    inv = torch.where(scale > 0, 1.0 / scale, torch.zeros_like(scale))
+    return (x * inv[:, None]).to(torch.float16).cpu(), scale.to(torch.float32).cpu()
 
 
 class CheckpointWriter:
@@ -84,7 +84,7 @@ class CheckpointWriter:
 
     def _take(self, parts: list[dict[str, torch.Tensor]], n: int) -> dict[str, torch.Tensor]:
         keys = parts[0].keys()
-        cat = {k: torch.cat([p[k] for p in parts]) for k in keys}
+        cat = {k: parts[0][k] if len(parts) == 1 else torch.cat([p[k] for p in parts]) for k in keys}
         head = {k: v[:n].contiguous() for k, v in cat.items()}
         rest = {k: v[n:] for k, v in cat.items()}
         parts.clear()

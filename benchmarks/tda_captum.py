@@ -12,8 +12,10 @@ and the same learning rates on both sides. Three measurements:
    per-example gradients at every checkpoint: one forward per batch, one
    ``autograd.grad`` per example, the only mode Captum has for GPT-2's Conv1D
    layers) vs attrib-mlops' ``GradComputer.per_example`` (torch.func vmap) with
-   the checkpoint weights bound functionally. Both give the same N x (C x P)
-   matrix: compared in float32.
+   the checkpoint weights bound functionally, at batch sizes 8, 32 and 128 (each
+   library's best is compared as well: Captum's per-example backward passes each
+   traverse the whole batch, so it does not gain from larger batches). Both give
+   the same N x (C x P) matrix: compared in float32.
 2. TracIn-CP scores of one query, end to end: Captum's ``influence`` vs
    ``build_training_index(..., projection="identity")`` (no projection, so the
    scores are comparable; float16 storage is the only difference) plus
@@ -121,25 +123,24 @@ def main() -> None:
 
     saved = {k: v.clone() for k, v in model.state_dict().items()}
 
-    def captum_grads():
+    def captum_grads(bs):
         tracin = TracInCP(wrapped, TensorDataset(ids, labels), [str(c) for c in ckpts], checkpoints_load_func=load,
                           layers=["model.transformer.h.1", "model.lm_head"], loss_fn=per_example_nll,
-                          batch_size=args.batch_size, sample_wise_grads_per_batch=False)
-        loader = torch.utils.data.DataLoader(TensorDataset(ids, labels), batch_size=args.batch_size)
+                          batch_size=bs, sample_wise_grads_per_batch=False)
+        loader = torch.utils.data.DataLoader(TensorDataset(ids, labels), batch_size=bs)
         return tracin.compute_intermediate_quantities(loader).detach()
 
     specs = select_params(model, params)
     seqs, labs = [r["input_ids"] for r in rows], [r["labels"] for r in rows]
 
-    def our_grads():
+    def our_grads(bs):
         gc = GradComputer(model, specs, mode="vmap")
         per_ck = []
         with model_guard(model):
             for c, lr in zip(ckpts, lrs):
                 state, partial = read_weights(c)
                 w = bind_weights(model, state, required=[s.name for s in specs], partial=partial)
-                parts = [gc.per_example(w, seqs[a:a + args.batch_size], labs[a:a + args.batch_size])
-                         for a in range(0, len(seqs), args.batch_size)]
+                parts = [gc.per_example(w, seqs[a:a + bs], labs[a:a + bs]) for a in range(0, len(seqs), bs)]
                 per_ck.append(lr * torch.cat([torch.cat([p[s.name] for s in specs], dim=1) for p in parts]))
         return torch.cat(per_ck, dim=1)
 
@@ -158,7 +159,10 @@ def main() -> None:
 
     query2 = make_keyvalue_dataset(1, seed=778)[0]
     q2 = encode_keyvalue(tok, make_keyvalue_dataset(1, seed=778))[0]
-    t = {k: [] for k in ("cg", "og", "c", "o", "c2", "o2")}
+    sizes = sorted({8, args.batch_size, 128})
+    t = {k: [] for k in ("c", "o", "c2", "o2")}
+    for bs in sizes:
+        t[f"cg{bs}"], t[f"og{bs}"] = [], []
 
     def timed(key, fn, *a):
         t0 = time.perf_counter()
@@ -168,8 +172,9 @@ def main() -> None:
         return out
 
     for _ in range(args.repeats):
-        g_c = timed("cg", captum_grads)
-        g_o = timed("og", our_grads)
+        for bs in sizes:
+            g_c = timed(f"cg{bs}", captum_grads, bs)
+            g_o = timed(f"og{bs}", our_grads, bs)
         s_c = timed("c", run_captum)
         idx, s_o = timed("o", run_ours)
         s_c2 = timed("c2", lambda: TracInCP(wrapped, TensorDataset(ids, labels), [str(c) for c in ckpts],
@@ -192,10 +197,15 @@ def main() -> None:
     print(f"{args.n} training examples x {len(ckpts)} checkpoints, {n_params} parameters "
           f"(last block + output head), batch {args.batch_size}, {args.threads} thread(s), {args.device}, "
           f"medians of {args.repeats} interleaved runs")
-    print("1. per-example gradients (N x C x P matrix)")
-    print(f"   captum compute_intermediate_quantities : {med['cg']:7.2f} s  ({work / med['cg']:8.1f} example-grads/s)")
-    print(f"   attrib-mlops GradComputer (vmap)        : {med['og']:7.2f} s  ({work / med['og']:8.1f} example-grads/s)")
-    print(f"   speed-up {med['cg'] / med['og']:.1f}x;  max |captum - ours| / max |captum| = {g_err:.2e} (float32)")
+    print("1. per-example gradients (N x C x P matrix), by batch size")
+    for bs in sizes:
+        c, o = med[f"cg{bs}"], med[f"og{bs}"]
+        print(f"   batch {bs:3d}: captum compute_intermediate_quantities {c:6.2f} s ({work / c:7.1f} ex-grads/s) | "
+              f"attrib-mlops GradComputer (vmap) {o:6.2f} s ({work / o:7.1f} ex-grads/s) | {c / o:5.1f}x")
+    best_c = min(med[f"cg{bs}"] for bs in sizes)
+    best_o = min(med[f"og{bs}"] for bs in sizes)
+    print(f"   best batch size of each: {best_c / best_o:.1f}x;  max |captum - ours| / max |captum| = {g_err:.2e} "
+          "(float32, last batch size)")
     e, r, same = cmp(s_c, s_o)
     print("2. TracIn-CP scores of one query, end to end")
     print(f"   captum TracInCP.influence               : {med['c']:7.2f} s")

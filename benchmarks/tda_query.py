@@ -117,12 +117,14 @@ def main() -> None:
             return tracin(idx, [[q]], chunk_rows=chunk, compute=compute, device=args.device)[0]
 
         times = {"auto": [], "float32": []}
+        cpu = {"auto": [], "float32": []}
         run(big, "auto")  # page the file in once; the figures below are warm-cache
         for _ in range(args.repeats):
             for compute in ("auto", "float32"):
-                t = time.perf_counter()
-                s = run(big, compute)
+                t, c = time.perf_counter(), time.process_time()
+                run(big, compute)
                 times[compute].append(time.perf_counter() - t)
+                cpu[compute].append(time.process_time() - c)
         mem = {}
         for name, idx in (("N", big), ("N/4", small)):
             with PeakAnon() as pk:
@@ -146,12 +148,13 @@ def main() -> None:
               f"shards of {args.shard_rows:,} rows; written in {t_build:.1f} s")
         print(f"size: rows N x d x 2 = {size['projected'] / 1e9:.3f} GB, per-row extras {size['row_extras'] / 1e6:.1f} MB"
               f" (scale, norm, sqnorm: 12 B/row), on disk {size['total'] / 1e9:.3f} GB")
+        load = os.getloadavg()[0]
         print(f"query (TracIn, 1 query vector), {args.threads} threads, chunks of {args.chunk_rows:,} rows, "
-              f"warm page cache, median of {args.repeats}:")
-        print(f"  compute=auto    (float16 gemv, float32 accumulation): {t_auto:.3f} s   runs "
-              f"{[round(x, 3) for x in times['auto']]}")
-        print(f"  compute=float32 (chunk converted to float32)       : {t_f32:.3f} s   runs "
-              f"{[round(x, 3) for x in times['float32']]}")
+              f"warm page cache, median of {args.repeats} (load average {load:.1f} on {os.cpu_count()} cores):")
+        print(f"  compute=auto    (float16 gemv, float32 accumulation): wall {t_auto:.3f} s, CPU "
+              f"{statistics.median(cpu['auto']):.3f} s   wall runs {[round(x, 3) for x in times['auto']]}")
+        print(f"  compute=float32 (chunk converted to float32)       : wall {t_f32:.3f} s, CPU "
+              f"{statistics.median(cpu['float32']):.3f} s   wall runs {[round(x, 3) for x in times['float32']]}")
         print(f"accuracy vs float64 on 100k rows (max |err| / max |score|): auto {err16:.1e}, float32 {err32:.1e}")
         print(f"peak anonymous memory above baseline: N rows {mem['N']:.0f} MB, N/4 rows {mem['N/4']:.0f} MB, "
               f"N rows with 16,384-row chunks {pk16.mb:.0f} MB (index {size['total'] / 1e6:.0f} MB, memory-mapped)")

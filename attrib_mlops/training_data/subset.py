@@ -6,7 +6,8 @@ those of ``model.named_parameters(remove_duplicate=False)``, so a tied output
 head keeps its own name (``lm_head.weight``) next to the input embedding
 (``transformer.wte.weight``). Gradients are taken with ``functional_call(...,
 tie_weights=False)``: the head's gradient is that of its use as the output
-projection; the input-embedding use stays frozen like the blocks below.
+projection; the input-embedding use stays frozen like the blocks below (and
+selecting the embedding's name takes the gradient of its input use only).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from attrib_mlops._util import now_iso, package_versions
-from attrib_mlops.engines.prep import context_limit, load_model_and_tokenizer, model_guard, model_ref_of
+from attrib_mlops.engines.prep import context_limit, load_model_and_tokenizer, model_guard
 from attrib_mlops.errors import InputError
 from attrib_mlops.options import AttributeOptions
 

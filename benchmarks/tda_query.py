@@ -90,9 +90,11 @@ def main() -> None:
     ap.add_argument("--chunk-rows", type=int, default=65536)
     ap.add_argument("--shard-rows", type=int, default=65536)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (on a busy machine 1 avoids thread "
+                    "wake-up latency on every small operation)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dir", default=None, help="where to write the synthetic index (default: a temp dir)")
+    ap.add_argument("--dir", default=None, help="keep the synthetic indexes in this folder and reuse them on the "
+                    "next run (default: a temporary folder, deleted)")
     args = ap.parse_args()
 
     import numpy as np
@@ -102,13 +104,18 @@ def main() -> None:
     from attrib_mlops.training_data.storage import TrainingIndex
 
     torch.set_num_threads(args.threads)
-    root = tempfile.mkdtemp(prefix="tda-query-", dir=args.dir)
+    root = args.dir or tempfile.mkdtemp(prefix="tda-query-")
     try:
         t = time.perf_counter()
-        build(os.path.join(root, "big"), args.n, args.dim, args.shard_rows)
+        for name, n in (("big", args.n), ("small", args.n // 4)):
+            path = os.path.join(root, name)
+            done = os.path.exists(os.path.join(path, "manifest.json"))
+            if done and TrainingIndex(path).n_examples != n:
+                shutil.rmtree(path)
+                done = False
+            if not done:
+                build(path, n, args.dim, args.shard_rows)
         t_build = time.perf_counter() - t
-        small_n = args.n // 4
-        build(os.path.join(root, "small"), small_n, args.dim, args.shard_rows)
         big, small = TrainingIndex(os.path.join(root, "big")), TrainingIndex(os.path.join(root, "small"))
         size = big.size_bytes()
         q = torch.randn(args.dim, generator=torch.Generator().manual_seed(1))
@@ -145,7 +152,7 @@ def main() -> None:
         err32 = float(np.abs(exact - ref).max() / np.abs(ref).max())
         t_auto, t_f32 = statistics.median(times["auto"]), statistics.median(times["float32"])
         print(f"index: {args.n:,} rows x {args.dim} dims, float16, {len(big.checkpoints)} checkpoint, "
-              f"shards of {args.shard_rows:,} rows; written in {t_build:.1f} s")
+              f"shards of {args.shard_rows:,} rows; written (or reused) in {t_build:.1f} s")
         print(f"size: rows N x d x 2 = {size['projected'] / 1e9:.3f} GB, per-row extras {size['row_extras'] / 1e6:.1f} MB"
               f" (scale, norm, sqnorm: 12 B/row), on disk {size['total'] / 1e9:.3f} GB")
         load = os.getloadavg()[0]
@@ -159,7 +166,8 @@ def main() -> None:
         print(f"peak anonymous memory above baseline: N rows {mem['N']:.0f} MB, N/4 rows {mem['N/4']:.0f} MB, "
               f"N rows with 16,384-row chunks {pk16.mb:.0f} MB (index {size['total'] / 1e6:.0f} MB, memory-mapped)")
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if not args.dir:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

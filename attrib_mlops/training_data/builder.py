@@ -70,8 +70,11 @@ def _checkpoints(refs: list[str], lrs: list[float | None], names: list[str] | No
         lr, source = lrs[k], "given"
         if lr is None:
             lr, source = learning_rate_of(folder, prev)
-        if lr <= 0:
-            raise InputError(f"checkpoint '{ref}': learning rate {lr} must be > 0 for TracIn-CP")
+        if lr < 0:
+            raise InputError(f"checkpoint '{ref}': learning rate {lr} must be >= 0 for TracIn-CP")
+        if lr == 0:
+            logger.warning("checkpoint '%s' has learning rate 0 (end of the schedule): it adds nothing to TracIn-CP",
+                           ref)
         out.append(Checkpoint(ref, folder, name, step, float(lr), source))
         prev = step
     return out

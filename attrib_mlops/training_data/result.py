@@ -89,6 +89,25 @@ class TrainingDataAttribution:
         return {"positive": [self._item(i, r + 1) for r, i in enumerate(pos)],
                 "negative": [self._item(i, r + 1) for r, i in enumerate(neg)]}
 
+    def overlap(self, other: TrainingDataAttribution, k: int | None = None, side: str = "positive") -> float:
+        """Share of this result's top ``k`` ``side`` ids that are also in ``other``'s top ``k`` (by example id).
+
+        For a regression check between a baseline and a candidate: 1.0 = the
+        same supporting examples, 0.0 = none in common. NaN when this result has
+        no item on that side.
+
+        >>> import numpy as np
+        >>> a = TrainingDataAttribution(np.array([3., 2, 1, -1]), list("abcd"), list("abcd"), "tracin")
+        >>> b = TrainingDataAttribution(np.array([1., 3, -2, 2]), list("abcd"), list("abcd"), "tracin")
+        >>> a.overlap(b, k=2)
+        0.5
+        """
+        if side not in ("positive", "negative"):
+            raise ValueError("side must be 'positive' or 'negative'")
+        mine = {it["id"] for it in self.top(k)[side]}
+        theirs = {it["id"] for it in other.top(k)[side]}
+        return len(mine & theirs) / len(mine) if mine else float("nan")
+
     def histogram(self, bins: int = 20, k: int | None = None) -> dict[str, Any]:
         """Histogram of the normalised scores over [-1, 1], with the :meth:`top` ``k`` items marked.
 

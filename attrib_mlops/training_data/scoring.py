@@ -6,7 +6,7 @@ example k at checkpoint c, P the projection and lr_c the checkpoint's
 learning rate:
 
 * ``tracin``   s_k = sum_c lr_c <P q_c, P g_c,k>
-* ``grad_cos`` s_k = sum_c w_c cos(P q_c, P g_c,k),  w_c = lr_c / sum_c' lr_c'
+* ``grad_cos`` s_k = sum_c w_c cos(P q_c, P g_c,k),  w_c = lr_c / sum_c' lr_c' (uniform if all are 0)
 * ``datainf``  s_k = mean_c sum_l r_c,l . g_c,k,l  with, per layer l (one parameter tensor),
   lambda_l = damping * mean_i ||g_i,l||^2 / d_l and
   r_l = (1/n) sum_i (q_l - (q_l . g_i,l) / (lambda_l + ||g_i,l||^2) g_i,l) / lambda_l
@@ -70,7 +70,7 @@ def tracin(index: TrainingIndex, q_proj: list[list[torch.Tensor]], **kw) -> list
 def grad_cos(index: TrainingIndex, q_proj: list[list[torch.Tensor]], **kw) -> list[np.ndarray]:
     """Learning-rate-weighted mean over checkpoints of cos(P q_c, P g_c,k)."""
     lrs = index.learning_rates
-    w = [lr / sum(lrs) for lr in lrs]
+    w = [lr / sum(lrs) for lr in lrs] if sum(lrs) > 0 else [1 / len(lrs)] * len(lrs)
     n_q = len(q_proj[0])
     total = [np.zeros(index.n_examples, dtype=np.float64) for _ in range(n_q)]
     for c in range(len(lrs)):

@@ -55,3 +55,12 @@ def test_json_round_trip_is_safe():
     assert "scores" not in r.to_dict(include_scores=False)
     with pytest.raises(ValueError, match="one entry per training example"):
         TrainingDataAttribution(np.zeros(2), ["a"], ["b"], "tracin")
+
+
+def test_overlap_of_top_examples():
+    a = _res([3.0, 2.0, 1.0, -1.0, -2.0])
+    b = _res([1.0, 3.0, -2.0, 2.0, -1.0])
+    assert a.overlap(b, k=2) == 0.5  # {id0, id1} vs {id1, id3}
+    assert a.overlap(a, k=3) == 1.0
+    assert a.overlap(b, k=2, side="negative") == 0.5  # {id4, id3} vs {id2, id4}
+    assert np.isnan(_res([1.0, 2.0]).overlap(a, side="negative"))

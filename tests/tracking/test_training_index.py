@@ -113,3 +113,32 @@ def test_a_run_without_an_index_says_how_to_build_one(store):
     with pytest.raises(NoTrainingIndexError, match="neither an index folder nor an MLflow run id"):
         resolve_index("not-a-run", client=client)
     assert looks_like_run_id(run_id) and looks_like_run_id(f"runs:/{run_id}/model") and not looks_like_run_id("x")
+
+
+def test_checkpoints_given_as_mlflow_model_uris(store, ckpt_dirs, tmp_path, monkeypatch):
+    import shutil
+
+    import mlflow
+
+    from attrib_mlops.training_data import attribute_training_data, build_training_index
+
+    uri, client, exp = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    run_id = client.create_run(exp).info.run_id
+    for k, d in enumerate(ckpt_dirs):
+        client.log_artifacts(run_id, d, f"checkpoint-{k}")
+    refs = [f"runs:/{run_id}/checkpoint-{k}" for k in range(2)]
+    idx = build_training_index(refs, None, ROWS, learning_rates=[0.1, 0.2], projection_dim=16,
+                               out_dir=str(tmp_path / "from-uris"), show_progress=False)
+    local = build_training_index(ckpt_dirs, None, ROWS, learning_rates=[0.1, 0.2], projection_dim=16,
+                                 out_dir=str(tmp_path / "from-folders"), show_progress=False)
+    assert [c["ref"] for c in idx.checkpoints] == refs and [c["name"] for c in idx.checkpoints] == refs
+    a = attribute_training_data(idx, None, None, "w1 w2", " w3")
+    b = attribute_training_data(local, None, None, "w1 w2", " w3")
+    np.testing.assert_array_equal(a.scores, b.scores)
+    # the downloaded copies are gone: the query downloads the checkpoints again from their URIs
+    for c in idx.checkpoints:
+        shutil.rmtree(c["folder"])
+    again = attribute_training_data(idx, local.checkpoints[-1]["folder"], None, "w1 w2", " w3")
+    np.testing.assert_array_equal(again.scores, a.scores)

@@ -74,15 +74,25 @@ def log_training_index(index: TrainingIndex | str | os.PathLike, run_id: str, *,
     """Upload an index folder as an artifact of ``run_id``; returns the artifact path.
 
     Shards go first and ``manifest.json`` last, then the run tags are set.
+    Checkpoint folders already in the run (an index logged before and extended
+    since) are not uploaded again.
     """
     idx = index if isinstance(index, TrainingIndex) else TrainingIndex(index)
     client = _client(tracking_uri, client)
     _get_run(client, run_id)
     root = idx.path
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.endswith(".partial")):
+    try:  # checkpoint folders and examples never change once written: upload only what is new
+        present = {os.path.basename(f.path) for f in client.list_artifacts(run_id, artifact_path)}
+    except Exception as e:  # noqa: BLE001
+        if is_unreachable(e):
+            raise
+        present = set()
+    listed = {c["dir"] for c in idx.checkpoints}
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name in listed and p.name not in present):
         client.log_artifacts(run_id, str(sub), f"{artifact_path}/{sub.name}")
     for f in sorted(p for p in root.iterdir() if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp")):
-        client.log_artifact(run_id, str(f), artifact_path)
+        if f.name not in present:
+            client.log_artifact(run_id, str(f), artifact_path)
     client.log_artifact(run_id, str(root / MANIFEST), artifact_path)
     client.set_tag(run_id, TAG, artifact_path)
     client.set_tag(run_id, f"{TAG}.n_examples", str(idx.n_examples))

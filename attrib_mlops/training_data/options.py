@@ -53,7 +53,8 @@ class IndexOptions(BaseModel):
         text_field / prompt_field / target_field / id_field: record fields; None =
             detect (``text``; ``prompt`` with ``target``/``completion``/``response``/``output``).
         shard_rows: rows per safetensors shard of the index.
-        device: ``cpu``, ``cuda``, ``cuda:1``... (None = where the model is).
+        device: ``cpu``, ``cuda``, ``cuda:1``... for a model loaded from the first
+            checkpoint (None = as loaded); a ``model`` passed in computes where it is.
         dtype: dtype for models loaded from checkpoints (None = as saved).
         trust_remote_code: passed to ``from_pretrained`` (off by default).
         show_progress: tqdm progress bars.
@@ -106,7 +107,8 @@ class QueryOptions(BaseModel):
             CPU, float32 accumulation; float32 elsewhere) or ``float32``.
         damping: DataInf damping factor: lambda_l = damping x mean ||g_l||^2 / d_l.
         per_example: how the query gradient is taken (as in :class:`IndexOptions`).
-        device: where to compute (None = where the model is).
+        device: device for a model loaded from a reference (None = as loaded); a
+            model passed in computes where it is, and so do the index's chunks.
         show_progress: tqdm progress bars.
         trust_remote_code: passed to ``from_pretrained`` when a reference is loaded.
     """

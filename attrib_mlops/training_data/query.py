@@ -23,7 +23,7 @@ from attrib_mlops.options import AttributeOptions
 
 from .checkpoints import bind_weights, quiet_loading, read_weights, resolve_checkpoint
 from .compat import check_model, check_projection, check_tokenizer
-from .errors import CheckpointError, NoTrainingIndexError, TargetTokenError
+from .errors import CheckpointError, NoTrainingIndexError, TargetTokenError, TrainingIndexError
 from .grads import GradComputer
 from .options import QueryOptions, parse_query_options
 from .projection import CHUNK, Projector
@@ -144,6 +144,8 @@ def score_queries(index: TrainingIndex, model: Any, queries: list[Query], method
     """Scores of every training example for each query."""
     if method not in METHODS:
         raise UnknownMethodError(f"unknown training-data method {method!r}; valid methods: {', '.join(METHODS)}")
+    if not index.checkpoints:
+        raise TrainingIndexError(f"the index at '{index.path}' holds no checkpoint yet; index at least one")
     if method == "datainf":
         require_layers(index)  # before any gradient is computed
     device = next(model.parameters()).device

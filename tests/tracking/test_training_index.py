@@ -90,8 +90,12 @@ def test_download_path_is_cached_until_the_manifest_changes(store, ckpt_dirs, tm
     stamp = (a.path / "examples.jsonl").stat().st_mtime_ns
     b = load_training_index(run_id, client=client, cache_dir=cache, prefer_local=False)
     assert b.path == a.path and (b.path / "examples.jsonl").stat().st_mtime_ns == stamp  # not downloaded again
-    # index one more checkpoint and log again: a new manifest, a new download with both checkpoints
+    # index one more checkpoint and log again: a new manifest, a new download with both checkpoints;
+    # the first checkpoint's folder is not uploaded again
+    stored = load_training_index(run_id, client=client).path / "ckpt-000" / "rows-00000.safetensors"
+    first_upload = stored.stat().st_mtime_ns
     log_training_index(_index(ckpt_dirs, out, n=2), run_id, client=client)
+    assert stored.stat().st_mtime_ns == first_upload
     c = load_training_index(run_id, client=client, cache_dir=cache, prefer_local=False)
     assert c.path != a.path and [ck["dir"] for ck in c.checkpoints] == ["ckpt-000", "ckpt-001"]
     assert json.loads((c.path / "manifest.json").read_text())["checkpoints"][1]["ref"] == ckpt_dirs[1]

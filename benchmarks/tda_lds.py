@@ -81,6 +81,8 @@ def main() -> None:
     opts = parse_query_options()
     qs = [prepare_query(model, tok, r["prompt"], r["target"], None, opts) for r in queries]
     scores = {m: np.stack(score_queries(index, model, qs, m, opts)) for m in ("grad_cos", "tracin", "datainf")}
+    # control: random scores must give an LDS around 0
+    scores["random"] = np.random.default_rng(1).normal(size=scores["tracin"].shape)
     t_index = time.perf_counter() - t0
 
     rng = np.random.default_rng(0)
@@ -109,7 +111,7 @@ def main() -> None:
         pred = masks.astype(np.float64) @ sc.T  # [M, Q]
         lds = np.array([spearmanr(pred[:, j], actual[:, j]).statistic for j in range(args.queries)])
         lds = lds[np.isfinite(lds)]
-        print(f"  LDS {method:9s}: {lds.mean():+.3f} +- {lds.std(ddof=1) / np.sqrt(len(lds)):.3f} "
+        print(f"  LDS {method + (' (control)' if method == 'random' else ''):18s}: {lds.mean():+.3f} +- {lds.std(ddof=1) / np.sqrt(len(lds)):.3f} "
               f"(mean +- s.e. over {len(lds)} queries; min {lds.min():+.2f}, max {lds.max():+.2f})")
     print("  published anchors (GPT-2 / WikiText): gradient dot product ~0.12-0.16, EK-FAC ~0.44")
     shutil.rmtree(tmp, ignore_errors=True)

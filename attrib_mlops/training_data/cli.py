@@ -91,8 +91,8 @@ def index_cmd(
     train_data: Annotated[Path, typer.Option("--train-data", "-d", help="Training examples: .jsonl, .json, .csv, "
                                              ".parquet or a datasets.save_to_disk folder.")],
     run: Annotated[str | None, typer.Option("--run", help="Log the index as an artifact of this MLflow run.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Index folder (default: a temporary folder "
-                                             "when --run is given).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Index folder (with --run and no --out: a "
+                                             "temporary folder, removed once uploaded).")] = None,
     learning_rate: Annotated[list[float] | None, typer.Option("--learning-rate", "--lr", help="Learning rate per "
                              "checkpoint (repeat, or give one for all); default: read trainer_state.json.")] = None,
     tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="Tokenizer reference (default: the "
@@ -127,6 +127,10 @@ def index_cmd(
 
         path = log_training_index(index, run, tracking_uri=tracking_uri)
         where = f"run {run}, artifact {path}/"
+        if out is None:  # the temporary folder has been uploaded
+            import shutil
+
+            shutil.rmtree(index.path, ignore_errors=True)
     console.print(f"indexed {index.n_examples} examples x {len(index.checkpoints)} checkpoints "
                   f"({index.dim} dims, {size['total'] / 1e6:.1f} MB) -> {escape(where)}", soft_wrap=True)
 

@@ -1,48 +1,43 @@
 """attrib-mlops: attribution as a tracked signal of model development.
 
-Small public API::
+Small public API (names load lazily: torch and transformers are imported only
+when attribution is actually used)::
 
-    from attrib_mlops import attribute, list_methods, AttributionResult
-    from attrib_mlops import attribute_sources, SourceAttribution
+    from attrib_mlops import attribute, list_methods, AttributionResult          # token matrices
+    from attrib_mlops import attribute_sources, SourceAttribution                # context sources
+    from attrib_mlops import train_source_estimator, SourceEstimator            # AT2
+    from attrib_mlops import build_training_index, attribute_training_data      # training data
+    from attrib_mlops import compare_continuations, TrainingIndex, TrainingDataAttribution
 """
 
 from __future__ import annotations
+
+import importlib
 
 from .errors import AttribError
 from .result import AttributionResult
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "attribute",
-    "list_methods",
-    "attribute_sources",
-    "AttributionResult",
-    "SourceAttribution",
-    "AttribError",
-    "__version__",
-]
-__all__ += ["train_source_estimator", "SourceEstimator"]  # AT2 (attrib_mlops.sources.at2)
+# public name -> module that defines it (imported on first access)
+_LAZY = {
+    "attribute": "api",
+    "list_methods": "api",
+    "attribute_sources": "sources.api",
+    "SourceAttribution": "sources.result",  # numpy only: no torch import
+    "train_source_estimator": "sources.at2.train",
+    "SourceEstimator": "sources.at2.estimator",
+    "build_training_index": "tda_api",
+    "attribute_training_data": "tda_api",
+    "compare_continuations": "tda_api",
+    "TrainingIndex": "training_data",
+    "TrainingDataAttribution": "training_data",
+}
 
-_AT2 = {"train_source_estimator": "train", "SourceEstimator": "estimator"}
+__all__ = ["AttributionResult", "AttribError", "__version__", *_LAZY]
 
 
 def __getattr__(name: str):
-    # torch and transformers load only when attribution is actually used
-    if name in ("attribute", "list_methods"):
-        from . import api
-
-        return getattr(api, name)
-    if name in _AT2:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.sources.at2.{_AT2[name]}"), name)
-    if name == "attribute_sources":
-        from .sources.api import attribute_sources
-
-        return attribute_sources
-    if name == "SourceAttribution":  # numpy only: no torch import
-        from .sources.result import SourceAttribution
-
-        return SourceAttribution
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'attrib_mlops' has no attribute {name!r}")

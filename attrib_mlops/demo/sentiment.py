@@ -146,7 +146,8 @@ def to_probe_records(records: Sequence[dict[str, Any]], tokenizer: Any = None) -
 
     With a (fast) ``tokenizer``, ``ground_truth`` holds the rationale's token
     positions, so the tracking writer's ``hit_at_k`` metrics measure rationale
-    alignment; ``meta`` keeps the words and character spans.
+    alignment; ``rationale``, ``rationale_spans`` and ``label_id`` are kept (a
+    :class:`~attrib_mlops.samples.ProbeSet` puts them in each sample's ``meta``).
     """
     out = []
     for r in records:
@@ -156,7 +157,8 @@ def to_probe_records(records: Sequence[dict[str, Any]], tokenizer: Any = None) -
             "prompt": r["text"],
             "target": r["label"],
             "ground_truth": gt,
-            "meta": {"rationale": list(r["rationale"]), "rationale_spans": [list(s) for s in r["rationale_spans"]],
-                     "label_id": r["label_id"]},
+            "rationale": list(r["rationale"]),
+            "rationale_spans": [list(s) for s in r["rationale_spans"]],
+            "label_id": r["label_id"],
         })
     return out

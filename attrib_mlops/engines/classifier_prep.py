@@ -368,7 +368,12 @@ def batching_is_exact(model: Any, fwd: ClassifierForward, sample: ClassifierSamp
     ok = _BATCH_OK.get(model)
     if ok is not None:
         return ok
-    longer = ClassifierSample(sample.ids + sample.ids[:3], sample.text, special=sample.special + sample.special[:3])
+    limit = context_limit(model)
+    keep = len(sample.ids) if limit is None else max(1, min(len(sample.ids), limit - 8))
+    short = ClassifierSample(sample.ids[:keep], sample.text, special=sample.special[:keep])
+    # a longer companion makes the sample padded (3 extra tokens, inside the context)
+    longer = ClassifierSample(short.ids + short.ids[:3], sample.text, special=short.special + short.special[:3])
+    sample = short
     batch = ClassifierBatch([sample, longer], pad_id, device, fwd.left)
     with torch.no_grad():
         emb = model.get_input_embeddings()(batch.ids)

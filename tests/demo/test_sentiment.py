@@ -49,3 +49,7 @@ def test_probe_records_with_minilm_token_positions():
         split += any(toks[i].startswith("##") for i in p["ground_truth"])
         assert p["ground_truth"] == rationale_token_positions(tok, rec["text"], rec["rationale_spans"])
     assert split > 5  # many rationale words are several WordPiece pieces
+    from attrib_mlops.samples import ProbeSet
+
+    ps = ProbeSet.from_records(probe)
+    assert ps[0].ground_truth == probe[0]["ground_truth"] and ps[0].meta["rationale"] == recs[0]["rationale"]

@@ -240,3 +240,16 @@ def test_half_precision_runs(dtype):
     r = attribute(model, tok, TEXTS[:2], methods=["saliency", "integrated_gradients"], n_steps=4)
     assert all(x.matrix.dtype == np.float32 and np.isfinite(x.matrix).all() for x in r)
     assert next(model.parameters()).dtype == dtype
+
+
+def test_context_limit_and_truncation():
+    from attrib_mlops.errors import ContextLengthError
+
+    model, tok = _model("bert")  # 64 positions; a fresh model, so the batching check sees the long text first
+    long = " ".join(["good"] * 80)
+    with pytest.raises(ContextLengthError, match="truncate=True"):
+        attribute(model, tok, long, methods="saliency")
+    r = attribute(model, tok, [long, "bad film"], methods="saliency", truncate=True)
+    assert len(r[0].source_tokens) == 64 and r[0].source_tokens[-1] == "[SEP]"
+    assert r[0].info["truncated_tokens"] == 18 and r[0].info["batched_forward"] is True
+    assert "truncated_tokens" not in r[1].info

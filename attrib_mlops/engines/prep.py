@@ -96,10 +96,17 @@ def load_model_and_tokenizer(
         ref = str(model)
         path = ref
         try:
-            from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+            from transformers import (
+                AutoConfig,
+                AutoModelForCausalLM,
+                AutoModelForSeq2SeqLM,
+                AutoModelForSequenceClassification,
+            )
 
             cfg = AutoConfig.from_pretrained(path, trust_remote_code=options.trust_remote_code)
             cls = AutoModelForSeq2SeqLM if getattr(cfg, "is_encoder_decoder", False) else AutoModelForCausalLM
+            if any(str(a).endswith("ForSequenceClassification") for a in (getattr(cfg, "architectures", None) or [])):
+                cls = AutoModelForSequenceClassification
             kwargs: dict[str, Any] = {"trust_remote_code": options.trust_remote_code}
             if options.dtype:
                 kwargs["dtype"] = _DTYPES[options.dtype]

@@ -8,6 +8,8 @@ only through the job runner.
 
 from __future__ import annotations
 
+import re
+
 import ast
 from pathlib import Path
 
@@ -84,7 +86,12 @@ def test_compute_packages_know_no_tracking_mlflow_or_dashboard(package):
     def bad(mod, names):
         return "compute imports no tracking, MLflow, dashboard or entry point" if _under(mod, *higher) else None
 
-    assert _violations(_modules("attrib_mlops", package), bad) == []
+    # The one sanctioned exception: the AT2 contract is ``SourceEstimator.load(dir_or_mlflow_uri)``;
+    # the MLflow download lives in the tracking layer and is imported inside that branch only.
+    sanctioned = {"attrib_mlops/sources/at2/estimator.py imports attrib_mlops.tracking.estimators"}
+    found = [v for v in _violations(_modules("attrib_mlops", package), bad)
+             if re.sub(r":\d+ imports ", " imports ", v).split(" (")[0] not in sanctioned]
+    assert found == []
 
 
 def test_dashboard_reads_through_the_reader_and_runs_jobs_through_the_runner():

@@ -194,7 +194,7 @@ def attribute_sources(
 
     from tqdm.auto import tqdm
 
-    from ..api import library_versions
+    from .._util import library_versions
 
     versions = library_versions()
     fwd = Forwarder(model, tokenizer, device, opts.max_tokens_per_forward, opts.padding)

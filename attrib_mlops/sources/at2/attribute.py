@@ -84,7 +84,7 @@ def attribute_at2(
     """
     from tqdm.auto import tqdm
 
-    from ...api import library_versions
+    from ..._util import library_versions
     from ...engines.prep import is_encoder_decoder, load_model_and_tokenizer, model_device, model_guard
     from ...errors import UnsupportedMethodError
     from .features import source_features

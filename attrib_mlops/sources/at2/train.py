@@ -212,7 +212,7 @@ def train_source_estimator(
         EstimatorMismatchError / UnsupportedMethodError: a model without attention weights.
         SpecError: an unknown or invalid option.
     """
-    from ...api import library_versions
+    from ..._util import library_versions
     from ...engines.prep import context_limit, load_model_and_tokenizer, model_guard
     from ..api import attribute_sources
     from .features import architecture_of, source_features, span_features

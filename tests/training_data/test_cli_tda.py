@@ -1,6 +1,6 @@
 """``attrib-mlops tda``: index and query through typer's CliRunner; user errors are one line and exit 2.
 
-The lead mounts the app with ``app.add_typer(tda_app, name="tda")`` in attrib_mlops/cli.py.
+Mounted on the main CLI as ``attrib-mlops tda``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from attrib_mlops.training_data.cli import tda_app
+from attrib_mlops.cli.tda import tda_app
 
 runner = CliRunner()
 

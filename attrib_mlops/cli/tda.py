@@ -1,34 +1,27 @@
 """``attrib-mlops tda``: build a training-data index and query it from the command line.
 
-Mounted in the main CLI with ``app.add_typer(tda_app, name="tda")``. Every
+Mounted on the main CLI as ``attrib-mlops tda``. Every
 user error (an :class:`~attrib_mlops.errors.AttribError`, a pydantic
 ``ValidationError``) is one red line on stderr and exit code 2; ``--verbose``
 adds the traceback. Heavy modules are imported inside the commands so
-``--help`` stays fast. Entry layer: this module may use the tracking layer
-(``--run``) although it lives in the compute package.
-"""
+``--help`` stays fast. """
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
-from typing import Annotated, Any, Callable, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from attrib_mlops.errors import AttribError
+from ..errors import AttribError
+from .app import app, cli_errors, console
 
 __all__ = ["tda_app"]
-
-EXIT_USER_ERROR = 2
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
 
 tda_app = typer.Typer(
     name="tda",
@@ -37,33 +30,6 @@ tda_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _errors(fn: F) -> F:
-    """User errors -> ``error: <one line>`` on stderr and exit 2 (traceback with ``--verbose``)."""
-    from pydantic import ValidationError
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (AttribError, ValidationError) as e:
-            if kwargs.get("verbose"):
-                err_console.print_exception()
-            if isinstance(e, ValidationError):
-                from attrib_mlops.options import format_validation_error
-
-                msg = format_validation_error(e, "input")
-            else:
-                msg = str(e)
-            one_line = " ".join(msg.splitlines())
-            err_console.print(f"[bold red]error:[/bold red] [red]{escape(one_line)}[/red]", soft_wrap=True)
-            raise typer.Exit(EXIT_USER_ERROR) from None
-
-    return wrapper  # type: ignore[return-value]
-
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")]
 TrackingUri = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: MLflow's).")]
@@ -84,7 +50,7 @@ def _options(pairs: list[str]) -> dict[str, Any]:
 
 
 @tda_app.command("index")
-@_errors
+@cli_errors
 def index_cmd(
     checkpoints: Annotated[list[str], typer.Option("--checkpoints", "-c", help="A checkpoint folder, a folder of "
                                                    "checkpoint-<step> folders, or an MLflow model URI (repeatable).")],
@@ -150,7 +116,7 @@ def _table(res: Any, k: int) -> Table:
 
 
 @tda_app.command("query")
-@_errors
+@cli_errors
 def query_cmd(
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="The prompt.")],
     run: Annotated[str | None, typer.Option("--run", help="MLflow run whose logged index to use.")] = None,
@@ -198,3 +164,6 @@ def query_cmd(
         console.print_json(json.dumps(out))
         return
     console.print(_table(res, top_k))
+
+
+app.add_typer(tda_app, name="tda")

@@ -8,9 +8,9 @@ only through the job runner.
 
 from __future__ import annotations
 
-import re
-
 import ast
+
+import re
 from pathlib import Path
 
 import pytest

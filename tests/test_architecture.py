@@ -9,7 +9,6 @@ only through the job runner.
 from __future__ import annotations
 
 import ast
-
 import re
 from pathlib import Path
 

@@ -103,3 +103,20 @@ def test_bad_input(store, tmp_path):
         log_estimator(_estimator(), tracking_uri=uri)
     with pytest.raises(ModelLoadError, match="could not download"):
         load_estimator(f"runs:/{run_id}/at2_estimators/missing")
+
+
+def test_attribute_sources_uses_a_logged_estimator_by_uri(store, tiny):
+    """What a job does with an estimator URI from its spec."""
+    from attrib_mlops import attribute_sources
+
+    uri, client, exp, run_id = store
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    est = _estimator(5)
+    logged = log_estimator(est, run_id=run_id, tracking_uri=uri, step=10)
+    model, tok = tiny
+    [r] = attribute_sources(model, tok, "w1 w2 . w3 w4 .", " w5", "sentence", method="at2", estimator=logged.uri)
+    [direct] = attribute_sources(model, tok, "w1 w2 . w3 w4 .", " w5", "sentence", method="at2", estimator=est)
+    np.testing.assert_allclose(r.scores, direct.scores)
+    assert r.info["estimator"]["uri"] == logged.uri and r.info["estimator"]["fingerprint"] == est.fingerprint()

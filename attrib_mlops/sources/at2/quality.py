@@ -11,7 +11,9 @@ scores, ``m . w`` (plus a constant that no correlation sees).
 * :func:`score_lds`: LDS, the Spearman correlation between predicted and actual
   outcomes on held-out masks (the ablation surrogate's own quality score);
 * :func:`compare_scores`: mean LDS / Pearson of several scorers over examples,
-  and how often their top source agrees with a reference scorer.
+  and how often their top source agrees with a reference scorer;
+* :func:`paired_lds`: two scorers' LDS on the same masks of the same examples,
+  with the mean paired difference and its standard error.
 
 Example:
     >>> import numpy as np
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Example", "pearson_within", "score_lds", "compare_scores", "hit_at_1"]
+__all__ = ["Example", "pearson_within", "score_lds", "compare_scores", "paired_lds", "hit_at_1"]
 
 
 @dataclass
@@ -138,6 +140,33 @@ def compare_scores(
             "n_examples": float(len(vals)),
         }
     return out
+
+
+def paired_lds(examples: Sequence[Example], a: Sequence[np.ndarray], b: Sequence[np.ndarray],
+               masks: str = "all") -> dict[str, float]:
+    """LDS of scorers ``a`` and ``b`` per example on the same masks, and their paired difference.
+
+    ``masks="all"`` uses fitting and held-out masks (right for scorers fitted on *other*
+    examples, such as AT2 and attention averaging: 3x the masks, less noise); ``"holdout"``
+    the held-out ones only. Returns ``lds_a``, ``lds_b``, ``diff`` (mean of ``a - b``),
+    ``diff_se`` (its standard error over examples), ``wins`` (share of examples where
+    ``a`` is higher) and ``n_examples``.
+    """
+    la, lb = [], []
+    for e, wa, wb in zip(examples, a, b):
+        m, y = e.all_masks() if masks == "all" else (e.holdout_masks, e.holdout_outcomes)
+        la.append(score_lds(wa, m, y))
+        lb.append(score_lds(wb, m, y))
+    A, B = np.asarray(la), np.asarray(lb)
+    d = (A - B)[np.isfinite(A - B)]
+    return {
+        "lds_a": _nanmean(la),
+        "lds_b": _nanmean(lb),
+        "diff": float(d.mean()) if d.size else float("nan"),
+        "diff_se": float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan"),
+        "wins": float((d > 0).mean()) if d.size else float("nan"),
+        "n_examples": float(d.size),
+    }
 
 
 def hit_at_1(scores: Sequence[np.ndarray], truths: Sequence[int | Sequence[int]]) -> float:

@@ -186,6 +186,7 @@ def main() -> None:
             .detach().cpu().numpy()[0])
         s_o2 = timed("o2", again, idx)
     shutil.rmtree(index_dir, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in t.items()}
     work = args.n * len(ckpts)
     g_err = float((g_c - g_o).abs().max() / g_c.abs().max())

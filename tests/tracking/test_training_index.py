@@ -6,6 +6,7 @@ Real SQLite MLflow store with a local artifact root; nothing is mocked.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,12 +122,16 @@ def test_a_run_without_an_index_says_how_to_build_one(store):
 
 def test_checkpoints_given_as_mlflow_model_uris(store, ckpt_dirs, tmp_path, monkeypatch):
     import shutil
+    import tempfile
 
     import mlflow
 
     from attrib_mlops.training_data import attribute_training_data, build_training_index
 
     uri, client, exp = store
+    downloads = tmp_path / "downloads"  # the MLflow model loader downloads into tempfile.mkdtemp() folders
+    downloads.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(downloads))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     run_id = client.create_run(exp).info.run_id
@@ -143,6 +148,7 @@ def test_checkpoints_given_as_mlflow_model_uris(store, ckpt_dirs, tmp_path, monk
     np.testing.assert_array_equal(a.scores, b.scores)
     # the downloaded copies are gone: the query downloads the checkpoints again from their URIs
     for c in idx.checkpoints:
+        assert downloads in Path(c["folder"]).parents
         shutil.rmtree(c["folder"])
     again = attribute_training_data(idx, local.checkpoints[-1]["folder"], None, "w1 w2", " w3")
     np.testing.assert_array_equal(again.scores, a.scores)

@@ -44,6 +44,7 @@ from typing import Any
 
 from attrib_mlops.engines.registry import method_names
 from attrib_mlops.errors import InputError
+from attrib_mlops.model_refs import check_model_ref
 
 __all__ = ["NATIVE_METHODS", "JobRequest", "JobHandle", "JobRunner", "parse_models", "parse_samples", "run_request",
            "main"]
@@ -80,7 +81,9 @@ def parse_models(text: str) -> list[tuple[str, str]]:
             continue
         name, ref = (line.split("=", 1) if "=" in line and not line.startswith(_MLFLOW_REFS) else ("", line))
         name, ref = name.strip(), ref.strip()
-        if not ref.startswith(_MLFLOW_REFS):
+        if ref.startswith(_MLFLOW_REFS):
+            check_model_ref(ref)  # no '..', absolute or encoded path that would leave the run
+        else:
             p = Path(ref).expanduser()
             if not p.is_dir():
                 raise InputError(f"model {ref!r} is not a local folder; give a folder with config.json, or a "
@@ -157,6 +160,8 @@ class JobRequest:
             raise InputError("the job has no samples")
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise InputError("batch size and max new tokens must be >= 1")
+        for _name, ref in self.models:  # also for a request file the form did not write
+            check_model_ref(ref)
 
     @classmethod
     def from_form(cls, *, name: str, experiment: str, models: str, methods: Sequence[str], text: str = "",

@@ -172,6 +172,12 @@ def attribute_sources(
     model, tokenizer, model_ref = load_model_and_tokenizer(model, tokenizer, opts.load_options())
     if is_encoder_decoder(model):
         raise UnsupportedMethodError("source attribution handles decoder-only causal LMs; this model is encoder-decoder")
+    impl = str(getattr(getattr(model, "config", None), "_attn_implementation", "") or "")
+    if opts.ablation == "mask" and impl.startswith("flash"):
+        raise UnsupportedMethodError(
+            f"ablation='mask' needs an attention that honours holes in the attention mask; {impl} treats zeros "
+            "as padding. Load the model with attn_implementation='sdpa' or 'eager', or use ablation='remove'"
+        )
     device = model_device(model)
     if opts.device and torch.device(opts.device) != device:
         raise InputError(f"options.device={opts.device!r} but the model is on {device}; move the model or drop the option")

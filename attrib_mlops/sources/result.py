@@ -17,7 +17,7 @@ import numpy as np
 from .._util import json_clean
 from ..errors import InputError
 
-__all__ = ["AblationData", "SourceAttribution", "SCHEMA_VERSION"]
+__all__ = ["AblationData", "SourceAttribution", "SCHEMA_VERSION", "source_hit_rate"]
 
 #: Version of the ``to_dict`` layout; bump on incompatible changes.
 SCHEMA_VERSION = 1
@@ -228,3 +228,23 @@ class SourceAttribution:
             f"SourceAttribution(method={self.method!r}, n_sources={self.n_sources}, {head}, "
             f"target={self.target[:30]!r}, sample_id={self.sample_id!r})"
         )
+
+
+def source_hit_rate(results: list[SourceAttribution], true_sources: list[int | list[int]], k: int = 1) -> float:
+    """Fraction of results whose top-``k`` sources contain a true source (ground-truth hit@k).
+
+    ``true_sources[i]`` is the index (or indices) of result ``i``'s true source(s).
+
+    >>> r = SourceAttribution(["a", "b"], [(0, 1), (2, 3)], np.array([0.1, 0.9]), "", "ablation")
+    >>> source_hit_rate([r, r], [1, [0]], k=1)
+    0.5
+    """
+    if len(results) != len(true_sources):
+        raise InputError(f"got {len(results)} results but {len(true_sources)} true-source entries")
+    if not results:
+        return float("nan")
+    hits = 0
+    for r, t in zip(results, true_sources):
+        truth = {int(t)} if isinstance(t, (int, np.integer)) else {int(x) for x in t}
+        hits += bool(truth & set(r.ranking()[:k]))
+    return hits / len(results)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 
@@ -54,10 +53,6 @@ def bow():
     model = BagOfVisibleTokens(len(tok), {ids["a"]: {ids["t"]: 4.0}, ids["b"]: {ids["t"]: 1.0},
                                           ids["c"]: {ids["u"]: 2.0}})
     return model, tok
-
-
-def logit(p: float) -> float:
-    return float(np.log(p) - np.log1p(-p))
 
 
 # ------------------------------------------------------------ trained demo models (slow tests only)

@@ -9,7 +9,9 @@ from attrib_mlops.sources import SourceBudgetWarning, attribute_sources
 from attrib_mlops.sources.ablation import random_masks, token_membership
 from attrib_mlops.errors import InputError
 
-from .conftest import logit
+
+def logit(p: float) -> float:
+    return float(np.log(p) - np.log1p(-p))
 
 PROMPT = "a b . c d ?"
 SOURCES = ["a b .", "c d", "?"]

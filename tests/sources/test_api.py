@@ -106,3 +106,14 @@ def test_bad_input_is_a_clear_error(tiny, kwargs, error, match):
         attribute_sources(model, tok, **call)
     assert isinstance(info.value, AttribError)
     assert "\n" not in str(info.value)
+
+
+def test_mask_mode_refuses_flash_attention(tiny):
+    model, tok = tiny
+    saved = model.config._attn_implementation
+    model.config._attn_implementation = "flash_attention_2"
+    try:
+        with pytest.raises(AttribError, match="attn_implementation='sdpa'"):
+            attribute_sources(model, tok, "w1 w2\nw3", " w4", "line", ablation="mask")
+    finally:
+        model.config._attn_implementation = saved

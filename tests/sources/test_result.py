@@ -9,7 +9,7 @@ import pytest
 
 from attrib_mlops.errors import InputError
 from attrib_mlops.sources import SourceAttribution, attribute_sources
-from attrib_mlops.sources.result import SCHEMA_VERSION
+from attrib_mlops.sources.result import SCHEMA_VERSION, source_hit_rate
 
 PROMPT = "a b . c d ?"
 SOURCES = ["a b .", "c d", "?"]
@@ -61,3 +61,13 @@ def test_refit_of_a_sub_span_equals_attributing_that_span(bow):
 def test_mismatched_lengths_are_rejected():
     with pytest.raises(ValueError, match="one span and one score per source"):
         SourceAttribution(["x", "y"], [(0, 1)], np.zeros(2), "", "ablation")
+
+
+def test_source_hit_rate():
+    a = SourceAttribution(["x", "y", "z"], [(0, 1), (2, 3), (4, 5)], np.array([0.2, 0.9, 0.5]), "", "ablation")
+    b = SourceAttribution(["x", "y", "z"], [(0, 1), (2, 3), (4, 5)], np.array([0.9, 0.1, 0.5]), "", "ablation")
+    assert source_hit_rate([a, b], [1, 1]) == 0.5
+    assert source_hit_rate([a, b], [2, 2], k=2) == 1.0
+    assert source_hit_rate([a, b], [[0, 1], [0, 1]]) == 1.0
+    with pytest.raises(InputError, match="2 results but 1"):
+        source_hit_rate([a, b], [1])

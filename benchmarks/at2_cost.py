@@ -30,7 +30,6 @@ import logging
 import os
 import statistics
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -40,7 +39,7 @@ warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 sys.path.insert(0, os.path.dirname(__file__))
 
-from engine_vs_inseq import PeakRSS  # noqa: E402
+from sources_ablation import peak, timed  # noqa: E402
 
 from attrib_mlops import attribute_sources  # noqa: E402
 from attrib_mlops.demo.tiny import build_tiny_model  # noqa: E402
@@ -57,27 +56,6 @@ def build(device: str, sentences: int, words: int):
     prompt = " ".join(" ".join(f"w{int(i)}" for i in rng.integers(0, 200, words)) + " ." for _ in range(sentences))
     target = " " + " ".join(f"w{int(i)}" for i in rng.integers(0, 200, 8))
     return model, tok, prompt, target
-
-
-def timed(fn):
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    out = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - t, out
-
-
-def peak(fn, device: str) -> float:
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    with PeakRSS() as p:
-        fn()
-    return p.mb
 
 
 def main() -> None:

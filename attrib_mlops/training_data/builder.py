@@ -26,6 +26,7 @@ from .checkpoints import (
 )
 from .compat import check_model, check_params, check_projection, check_tokenizer, check_train
 from .data import normalize_train_data, tokenize_examples, train_fingerprint
+from .errors import IndexMismatchError
 from .grads import GradComputer
 from .options import IndexOptions, parse_index_options
 from .projection import Projector
@@ -155,6 +156,13 @@ def build_training_index(checkpoints: Any, tokenizer: Any, train_data: Any, lear
         check_params(existing, specs)
         check_projection(existing, projector.to_dict())
         check_train(existing, fingerprint)
+        loss = {"reduction": opts.loss_reduction, "add_special_tokens": opts.add_special_tokens,
+                "max_length": opts.max_length}
+        if existing.manifest.get("loss") != loss:
+            raise IndexMismatchError(f"the index at '{out}' was built with another training loss "
+                                     f"({existing.manifest.get('loss')}, now {loss}); keep its options or build a "
+                                     "new index")
+        per_layer = bool(existing.manifest.get("per_layer"))
         done = {c["ref"] for c in existing.checkpoints}
         cks = [c for c in cks if c.ref not in done]
         writer = IndexWriter(out, existing.manifest)

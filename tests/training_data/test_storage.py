@@ -82,6 +82,9 @@ def test_extending_an_index_adds_checkpoints_and_checks_it_matches(ckpts, rows, 
     with pytest.raises(IndexMismatchError, match="another projection"):
         build_training_index(ckpts, None, rows, projection_dim=48, projection_seed=5, out_dir=out,
                              show_progress=False)
+    with pytest.raises(IndexMismatchError, match="another training loss"):
+        build_training_index(ckpts, None, rows, projection_dim=48, loss_reduction="sum", out_dir=out,
+                             show_progress=False)
     with pytest.raises(IndexMismatchError, match="another parameter subset"):
         build_training_index(ckpts, None, rows, projection_dim=48, last_blocks=2, out_dir=out, show_progress=False)
     assert not list((tmp_path / "ext").glob("*.partial"))

@@ -45,8 +45,11 @@ def _isolated_mlflow(tmp_path, monkeypatch):
     """Every test logs to its own SQLite store and spool unless it sets one itself."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/default-mlflow.db")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)  # mlflow.set_experiment() leaves both behind
     import mlflow
+    import mlflow.tracking.fluent as fluent
 
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)
     mlflow.set_tracking_uri(None)  # re-read the env var
     yield
     if mlflow.active_run() is not None:

@@ -42,6 +42,7 @@ Other metadata keys: ``attrib_mlops.kind`` = ``attribution-results``,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -361,7 +362,7 @@ def read_results(
         InputError: an unknown sample id.
     """
     pf = _open(path)
-    try:
+    with _named_errors(path):
         if sample_ids is None:
             return table_to_results(pf.read(), use_f32=use_f32)
         sample_ids = [str(s) for s in sample_ids]
@@ -372,6 +373,13 @@ def read_results(
             groups = sorted({idx[s][0] for s in sample_ids})
             table = pf.read_row_groups(groups)
         return table_to_results(table, sample_ids=sample_ids, use_f32=use_f32)
+
+
+@contextlib.contextmanager
+def _named_errors(path: str | os.PathLike):
+    """Errors while decoding ``path`` as :class:`TrackingError` naming it (unknown sample ids stay InputError)."""
+    try:
+        yield
     except InputError:
         raise
     except TrackingError as e:
@@ -399,7 +407,7 @@ def read_sample(path: str | os.PathLike, sample_id: str, *, use_f32: bool = True
     """
     pf = _open(path)
     sample_id = str(sample_id)
-    try:
+    with _named_errors(path):
         idx = _index(pf)
         if idx is not None:
             if sample_id not in idx:
@@ -414,9 +422,3 @@ def read_sample(path: str | os.PathLike, sample_id: str, *, use_f32: bool = True
             if sample_id in set(map(str, table.column("sample_id").to_pylist())):
                 return table_to_results(table, sample_ids=[sample_id], use_f32=use_f32)[0]
         raise InputError(f"unknown sample id {sample_id!r} in {path}")
-    except InputError:
-        raise
-    except TrackingError as e:
-        raise TrackingError(f"{path}: {e}") from None
-    except (pa.ArrowException, OSError, ValueError) as e:
-        raise TrackingError(f"{path}: corrupt Parquet data ({e})") from None

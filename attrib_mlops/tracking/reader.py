@@ -335,23 +335,19 @@ class AttributionReader:
             TrackingError: the file is missing, corrupt or foreign (names the file).
         """
         k = self._kind(run_id, kind)
-        path = self._file_of(run_id, step, model, method, k)
-        local = self._fetch(run_id, path)
-        try:
-            return k.read(local, sample_ids)
-        except SchemaVersionError:
-            raise
-        except TrackingError as e:
-            raise self._problem(run_id, path, _strip(str(e), local)) from None
+        return self._read_file(run_id, self._file_of(run_id, step, model, method, k), k.read, sample_ids)
 
     def load_sample(self, run_id: str, step: int, model: str, method: str, sample_id: str, *,
                     kind: str = DEFAULT_KIND) -> AttributionResult:
         """One sample of one (step, model, method), decoding only its row group."""
         k = self._kind(run_id, kind)
-        path = self._file_of(run_id, step, model, method, k)
+        return self._read_file(run_id, self._file_of(run_id, step, model, method, k), k.read_one, sample_id)
+
+    def _read_file(self, run_id: str, path: str, read: Any, *args: Any) -> Any:
+        """``read(local file, *args)`` of an artifact; a broken file is recorded as a problem of the run."""
         local = self._fetch(run_id, path)
         try:
-            return k.read_one(local, sample_id)
+            return read(local, *args)
         except SchemaVersionError:
             raise
         except TrackingError as e:
@@ -440,14 +436,7 @@ class AttributionReader:
         return [f"{p}: {why}" for p, why in sorted(out.items())]
 
     def _check_file(self, run_id: str, step: int, model: str, method: str, kind: StorageKind) -> None:
-        path = self._file_of(run_id, step, model, method, kind)
-        local = self._fetch(run_id, path)
-        try:
-            kind.check(local)
-        except SchemaVersionError:
-            raise
-        except TrackingError as e:
-            raise self._problem(run_id, path, _strip(str(e), local)) from None
+        self._read_file(run_id, self._file_of(run_id, step, model, method, kind), kind.check)
 
     def _present(self, run_id: str, step_dir: str) -> set[str] | None:
         """Artifact paths under a step directory (recursive), or None if listing fails."""

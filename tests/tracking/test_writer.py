@@ -1,4 +1,4 @@
-"""Write attribution steps to a real MLflow (SQLite) store and read them back."""
+"""Writer and reader round trip through a real MLflow store (columnar files, manifest, spool, metrics)."""
 
 from __future__ import annotations
 

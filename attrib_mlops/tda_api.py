@@ -14,7 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from .model_refs import resolve_model_ref
+from .training_data.checkpoints import set_uri_resolver
+
 __all__ = ["build_training_index", "attribute_training_data", "compare_continuations"]
+
+set_uri_resolver(resolve_model_ref)  # checkpoints given as MLflow URIs are downloaded by the one model loader
 
 
 def build_training_index(checkpoints: Any, tokenizer: Any, train_data: Any, learning_rates: Any = None,

@@ -76,7 +76,7 @@ def index_cmd(
     """Per-example gradients of the training set at each checkpoint, stored as an index (and logged to --run)."""
     if run is None and out is None:
         raise AttribError("give --out DIR (where the index goes), --run RUN (log it to that run), or both")
-    from attrib_mlops.training_data.builder import build_training_index
+    from attrib_mlops.tda_api import build_training_index
 
     opts = _options(option or [])
     opts.update({"projection_dim": projection_dim, "projection_seed": seed, "show_progress": progress})

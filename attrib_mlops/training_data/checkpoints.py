@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,17 +60,24 @@ def quiet_loading(quiet: bool = True):
             hf_logging.enable_progress_bar()
 
 
-def resolve_checkpoint(ref: str | os.PathLike) -> Path:
-    """A local folder for a checkpoint folder or an MLflow model URI.
+#: Downloads an MLflow model URI to a local folder. The compute layer imports no MLflow: the entry
+#: points (:mod:`attrib_mlops.tda_api`, the CLI) install :func:`attrib_mlops.model_refs.resolve_model_ref`.
+_URI_RESOLVER: list[Callable[[str], str]] = []
 
-    MLflow URIs are downloaded through the model loader of
-    :mod:`attrib_mlops.engines.prep`.
-    """
+
+def set_uri_resolver(fn: Callable[[str], str]) -> None:
+    """Install the function that turns an MLflow model URI into a local folder."""
+    _URI_RESOLVER[:] = [fn]
+
+
+def resolve_checkpoint(ref: str | os.PathLike) -> Path:
+    """A local folder for a checkpoint folder or an MLflow model URI (downloaded by the installed resolver)."""
     s = str(ref)
     if s.startswith(MLFLOW_SCHEMES):
-        from attrib_mlops.engines.prep import _resolve_mlflow_uri
-
-        return Path(_resolve_mlflow_uri(s))
+        if not _URI_RESOLVER:
+            raise CheckpointError(f"checkpoint '{s}' is an MLflow URI; use attrib_mlops.build_training_index / "
+                                  "attribute_training_data (they resolve MLflow URIs), or give a local folder")
+        return Path(_URI_RESOLVER[0](s))
     p = Path(s)
     if not p.is_dir():
         raise CheckpointError(f"checkpoint '{s}' is not a folder (nor an MLflow URI runs:/, models:/); "

@@ -20,6 +20,7 @@ __all__ = [
     "nanmean",
     "package_versions",
     "library_versions",
+    "plain_text",
     "VERSIONED_PACKAGES",
 ]
 
@@ -113,3 +114,18 @@ def nanmean(values: Iterable[Any], empty: Any = math.nan) -> Any:
     a = np.asarray([v for v in values if v is not None], dtype=np.float64).ravel()
     a = a[np.isfinite(a)]
     return float(a.mean()) if a.size else empty
+
+
+def plain_text(text: str) -> str:
+    r"""``text`` as Bokeh shows it in titles and axis / legend labels, never as TeX.
+
+    Bokeh renders any ``$$..$$``, ``\[..\]`` or ``\(..\)`` in such a string with MathJax (and
+    loads MathJax from a CDN); a zero-width space inside each delimiter keeps the text as it reads.
+
+    >>> plain_text("cost $$5$$") == "cost $\u200b$5$\u200b$"
+    True
+    """
+    text = str(text)
+    for delim in ("$$", "\\[", "\\]", "\\(", "\\)"):
+        text = text.replace(delim, delim[0] + "\u200b" + delim[1:])
+    return text

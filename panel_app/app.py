@@ -21,16 +21,15 @@ import argparse
 import logging
 import os
 import sys
-from types import MappingProxyType
 from typing import Any
 
 import panel as pn
 
 from panel_app.jobs import JobRunner
 from panel_app.safe import SafeHTML, html
-from panel_app.state import TABS, AppState
+from panel_app.state import AppState
 from panel_app.store import DashboardStore, Fetched
-from panel_app.views import CompareView, EvolutionView, ExplorerView, ExportView, NewJobView, OverviewView
+from panel_app.views import view_specs
 
 __all__ = ["DashboardApp", "create_app", "serve", "check_store", "DEFAULT_REFRESH_SECONDS"]
 
@@ -38,9 +37,6 @@ logger = logging.getLogger(__name__)
 
 #: How often an open page polls the tracking store (runs, new steps) and the job queue.
 DEFAULT_REFRESH_SECONDS = 5.0
-
-_TAB_TITLES = MappingProxyType({"overview": "Runs", "explorer": "Explorer", "compare": "Compare",
-                                "evolution": "Evolution", "jobs": "New job", "export": "Export"})
 
 _HEADER_CSS = """
 :host { width: 100%; }
@@ -68,17 +64,15 @@ class DashboardApp(pn.viewable.Viewer):
         self.state = AppState()
         self.store = store or DashboardStore(tracking_uri)
         self.runner = runner or JobRunner(tracking_uri)
-        self.overview = OverviewView(self.state, self.store, open_run=self.open_run)
-        self.explorer = ExplorerView(self.state, self.store)
-        self.compare = CompareView(self.state, self.store)
-        self.evolution = EvolutionView(self.state, self.store, open_sample=self.open_sample)
-        self.jobs = NewJobView(self.state, self.store, self.runner, on_finished=self.overview.refresh)
-        self.export = ExportView(self.explorer, self.compare)
-        views = {"overview": self.overview, "explorer": self.explorer, "compare": self.compare,
-                 "evolution": self.evolution, "jobs": self.jobs, "export": self.export}
-        self.tabs = pn.Tabs(*[(_TAB_TITLES[t], views[t]) for t in TABS], dynamic=True,
+        specs = view_specs()  # every registered view, in tab order (panel_app/views/)
+        self.tab_names = tuple(s.tab for s in specs)
+        views = {}
+        for spec in specs:  # built in order: a view may use those before it (export uses explorer, compare)
+            views[spec.tab] = spec.build(self)
+            setattr(self, spec.attr, views[spec.tab])
+        self.tabs = pn.Tabs(*[(s.title, views[s.tab]) for s in specs], dynamic=True,
                             sizing_mode="stretch_width", css_classes=["attrib-tabs"])
-        self.tabs.param.watch(lambda e: setattr(self.state, "tab", TABS[e.new]), "active")
+        self.tabs.param.watch(lambda e: setattr(self.state, "tab", self.tab_names[e.new]), "active")
         self.state.param.watch(self._tab_changed, "tab")
         self.header = SafeHTML(
             html('<div class="attrib-header"><span class="title">attrib-mlops</span>'
@@ -100,7 +94,7 @@ class DashboardApp(pn.viewable.Viewer):
         self.state.tab = "explorer"
 
     def _tab_changed(self, event: Any) -> None:
-        idx = TABS.index(event.new)
+        idx = self.tab_names.index(event.new)
         if self.tabs.active != idx:
             self.tabs.active = idx
         self._activate(event.new)
@@ -141,7 +135,7 @@ class DashboardApp(pn.viewable.Viewer):
             pn.state.location.sync(self.state.explorer, {"run_id": "run", "step": "step", "model": "model",
                                                          "sample_id": "sample"}, on_error=self._url_values)
             if self.state.tab != "overview":
-                self.tabs.active = TABS.index(self.state.tab)
+                self.tabs.active = self.tab_names.index(self.state.tab)
             if self.state.tab == "explorer" and self.state.explorer.run_id:
                 # a deep link: draw the sample into the first page (one round trip less than onload)
                 self.explorer.sync()

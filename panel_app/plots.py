@@ -15,7 +15,7 @@ from bokeh.models import ColorBar, ColumnDataSource, FactorRange, HoverTool, Lin
 from bokeh.palettes import RdBu11, Viridis256
 from bokeh.plotting import figure
 
-from attrib_mlops.tracking.html import plain_text
+from attrib_mlops._util import plain_text
 
 __all__ = ["heatmap", "difference_heatmap", "metric_lines", "sequential_palette", "token_labels"]
 

@@ -37,7 +37,7 @@ import panel as pn
 import param
 from markupsafe import Markup, escape
 
-from attrib_mlops.tracking.html import plain_text as bokeh_text
+from attrib_mlops._util import plain_text as bokeh_text
 
 __all__ = ["Markup", "escape", "html", "SafeHTML", "TextAlert", "TextMultiChoice", "bokeh_text", "ALERT_KINDS"]
 

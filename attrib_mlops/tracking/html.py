@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from attrib_mlops._util import plain_text
 from attrib_mlops.analysis import normalize_vector, source_importance, target_importance
 from attrib_mlops.result import AttributionResult
 
@@ -166,21 +167,6 @@ def _panels(results_by_model_method: Mapping[Any, Any]) -> list[tuple[str, str, 
 
 def _sample_key(r: AttributionResult, i: int) -> str:
     return str(r.sample_id) if r.sample_id is not None else str(i)
-
-
-def plain_text(text: str) -> str:
-    r"""``text`` as Bokeh shows it in titles and axis / legend labels, never as TeX.
-
-    Bokeh renders any ``$$..$$``, ``\[..\]`` or ``\(..\)`` in such a string with MathJax (and
-    loads MathJax from a CDN); a zero-width space inside each delimiter keeps the text as it reads.
-
-    >>> plain_text("cost $$5$$") == "cost $\u200b$5$\u200b$"
-    True
-    """
-    text = str(text)
-    for delim in ("$$", "\\[", "\\]", "\\(", "\\)"):
-        text = text.replace(delim, delim[0] + "\u200b" + delim[1:])
-    return text
 
 
 def _cells(r: AttributionResult) -> dict[str, Any]:

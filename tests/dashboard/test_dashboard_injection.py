@@ -10,7 +10,6 @@ the New job form, URL parameters). A real Chromium visits every view of ``attrib
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time

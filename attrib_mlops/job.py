@@ -142,6 +142,13 @@ class ModelSpec(BaseModel):
     def _valid_name(cls, v: str) -> str:
         return _check_name(v, "model name")
 
+    @field_validator("ref")
+    @classmethod
+    def _valid_ref(cls, v: str) -> str:
+        from .model_refs import check_model_ref
+
+        return check_model_ref(v)
+
 
 class JobSpec(BaseModel):
     """A job: models x methods x samples x options (see the module docstring).

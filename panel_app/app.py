@@ -27,6 +27,7 @@ from typing import Any
 import panel as pn
 
 from panel_app.jobs import JobRunner
+from panel_app.safe import SafeHTML, html
 from panel_app.state import TABS, AppState
 from panel_app.store import DashboardStore, Fetched
 from panel_app.views import CompareView, EvolutionView, ExplorerView, ExportView, NewJobView, OverviewView
@@ -79,11 +80,9 @@ class DashboardApp(pn.viewable.Viewer):
                             sizing_mode="stretch_width", css_classes=["attrib-tabs"])
         self.tabs.param.watch(lambda e: setattr(self.state, "tab", TABS[e.new]), "active")
         self.state.param.watch(self._tab_changed, "tab")
-        import html
-
-        self.header = pn.pane.HTML(
-            f'<div class="attrib-header"><span class="title">attrib-mlops</span>'
-            f'<span class="uri">tracking: {html.escape(tracking_uri or "MLflow default")}</span></div>',
+        self.header = SafeHTML(
+            html('<div class="attrib-header"><span class="title">attrib-mlops</span>'
+                 '<span class="uri">tracking: {}</span></div>', tracking_uri or "MLflow default"),
             sizing_mode="stretch_width", stylesheets=[_HEADER_CSS], margin=0)
         self.layout = pn.Column(self.header, self.tabs, sizing_mode="stretch_width", css_classes=["attrib-app"])
         self._periodic = None
@@ -146,10 +145,19 @@ class DashboardApp(pn.viewable.Viewer):
             if self.state.tab == "explorer" and self.state.explorer.run_id:
                 # a deep link: draw the sample into the first page (one round trip less than onload)
                 self.explorer.sync()
-        pn.state.onload(self.load)
-        if self.refresh_seconds > 0:
-            self._periodic = pn.state.add_periodic_callback(self.tick, period=int(self.refresh_seconds * 1000))
+        pn.state.onload(self._loaded)
         pn.state.on_session_destroyed(lambda _ctx: self.close())
+
+    def _loaded(self) -> None:
+        """The page has rendered: first load, then the live refresh.
+
+        The refresh starts only now: an update pushed while the browser is still building the page
+        reaches widget views Bokeh has not rendered yet, which then throw ("Cannot read properties of
+        undefined (reading 'firstChild')").
+        """
+        self.load()
+        if self.refresh_seconds > 0 and self._periodic is None:
+            self._periodic = pn.state.add_periodic_callback(self.tick, period=int(self.refresh_seconds * 1000))
 
     def close(self) -> None:
         """End of the session: no new jobs (running ones finish and stay logged), caches removed."""

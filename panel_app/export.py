@@ -12,6 +12,7 @@ import io
 import json
 import math
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy as np
 from panel_app.payload import jsonable_matrix
 from panel_app.assets import TOKENS_CSS, TOKENS_JS
 
-__all__ = ["standalone_html", "matrix_csv", "matrix_json"]
+__all__ = ["standalone_html", "matrix_csv", "matrix_json", "csv_text"]
 
 
 def _bokeh_inline() -> str:
@@ -33,8 +34,34 @@ def _bokeh_inline() -> str:
     return css + js
 
 
+_SCRIPT_SAFE = MappingProxyType(str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                                               "\u2028": "\\u2028", "\u2029": "\\u2029"}))
+
+
 def _script_json(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    """JSON to inline in a ``<script>``: no ``<``, ``>`` or ``&`` at all, so no text can end or re-open the element."""
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False).translate(_SCRIPT_SAFE)
+
+
+#: First characters that make a spreadsheet read a cell as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: Any) -> str:
+    """A text cell a spreadsheet shows as text: a leading ``'`` before ``= + - @``, tab or CR (OWASP's advice).
+
+    Numbers are numbers (``-0.5`` stays as it is); the JSON export keeps every token verbatim.
+
+    >>> csv_text("=cmd|' /C calc'!A0"), csv_text("-0.5"), csv_text("w1")
+    ("'=cmd|' /C calc'!A0", '-0.5', 'w1')
+    """
+    text = str(value)
+    if text.startswith(_FORMULA_START):
+        try:
+            float(text)
+        except ValueError:
+            return "'" + text
+    return text
 
 
 def standalone_html(payload: Mapping[str, Any], figures: Sequence[Any], *, title: str,
@@ -77,7 +104,10 @@ attribDraw(document.getElementById("attrib-root"), {_script_json(payload)});
 
 
 def matrix_csv(matrix: np.ndarray, source_tokens: Sequence[str], target_tokens: Sequence[str]) -> str:
-    """Long-format CSV: ``source_index,source_token,target_index,target_token,value`` (empty = undefined)."""
+    """Long-format CSV: ``source_index,source_token,target_index,target_token,value`` (empty = undefined).
+
+    Tokens pass through :func:`csv_text` (a token such as ``=1+1`` is written ``'=1+1``).
+    """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["source_index", "source_token", "target_index", "target_token", "value"])
@@ -85,7 +115,8 @@ def matrix_csv(matrix: np.ndarray, source_tokens: Sequence[str], target_tokens: 
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             v = float(m[i, j])
-            w.writerow([i, source_tokens[i], j, target_tokens[j], repr(v) if math.isfinite(v) else ""])
+            w.writerow([i, csv_text(source_tokens[i]), j, csv_text(target_tokens[j]),
+                        repr(v) if math.isfinite(v) else ""])
     return buf.getvalue()
 
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from attrib_mlops.errors import InputError
+from attrib_mlops.model_refs import check_model_ref, split_runs_uri
 
 __all__ = ["NATIVE_METHODS", "JobRequest", "JobHandle", "JobRunner", "parse_models", "parse_samples", "run_request",
            "main"]
@@ -75,7 +76,9 @@ def parse_models(text: str) -> list[tuple[str, str]]:
             continue
         name, ref = (line.split("=", 1) if "=" in line and not line.startswith(_MLFLOW_REFS) else ("", line))
         name, ref = name.strip(), ref.strip()
-        if not ref.startswith(_MLFLOW_REFS):
+        if ref.startswith(_MLFLOW_REFS):
+            check_model_ref(ref)  # no '..', absolute or encoded path that would leave the run
+        else:
             p = Path(ref).expanduser()
             if not p.is_dir():
                 raise InputError(f"model {ref!r} is not a local folder; give a folder with config.json, or a "
@@ -152,6 +155,8 @@ class JobRequest:
             raise InputError("the job has no samples")
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise InputError("batch size and max new tokens must be >= 1")
+        for _name, ref in self.models:  # also for a request file the form did not write
+            check_model_ref(ref)
 
     @classmethod
     def from_form(cls, *, name: str, experiment: str, models: str, methods: Sequence[str], text: str = "",
@@ -377,8 +382,9 @@ def _resolve(client: Any, tracking_uri: str | None, ref: str, spool_dir: str | o
         return ref
     report(message=f"downloading {ref} from the tracking store")
     dst = tempfile.mkdtemp(prefix="model-", dir=spool_dir)
+    check_model_ref(ref)  # also here: a request file is not only written by parse_models
     if ref.startswith("runs:/"):
-        run_id, _, path = ref[len("runs:/"):].partition("/")
+        run_id, path = split_runs_uri(ref)
         local = client.download_artifacts(run_id, path, dst)
     else:
         import mlflow

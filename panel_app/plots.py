@@ -15,14 +15,16 @@ from bokeh.models import ColorBar, ColumnDataSource, FactorRange, HoverTool, Lin
 from bokeh.palettes import RdBu11, Viridis256
 from bokeh.plotting import figure
 
+from attrib_mlops.tracking.html import plain_text
+
 __all__ = ["heatmap", "difference_heatmap", "metric_lines", "sequential_palette", "token_labels"]
 
 _NAN_COLOR = "#eeeeee"
 
 
 def token_labels(tokens: Sequence[str]) -> list[str]:
-    """Unique axis factors ``"<index>: <token>"`` (tokens repeat, positions do not)."""
-    return [f"{i}: {str(t).replace(chr(10), '⏎')}" for i, t in enumerate(tokens)]
+    """Unique axis factors ``"<index>: <token>"`` (tokens repeat, positions do not), never read as TeX."""
+    return [plain_text(f"{i}: {str(t).replace(chr(10), '⏎')}") for i, t in enumerate(tokens)]
 
 
 def sequential_palette(rgb: Sequence[int], n: int = 64) -> list[str]:
@@ -83,7 +85,8 @@ def heatmap(
     mapper = LinearColorMapper(palette=palette, low=lo, high=hi, nan_color=_NAN_COLOR)
     width, height = _size(ns, nt)
     p = figure(
-        title=title, x_range=FactorRange(*xs), y_range=FactorRange(*reversed(ys)), width=width, height=height,
+        title=plain_text(title), x_range=FactorRange(*xs), y_range=FactorRange(*reversed(ys)), width=width,
+        height=height,
         tools="save", toolbar_location="right", x_axis_location="above", name=name,
     )
     p.rect("x", "y", width=1, height=1, source=ColumnDataSource(data),
@@ -139,7 +142,7 @@ def difference_heatmap(
     mapper = LinearColorMapper(palette=list(RdBu11), low=-m, high=m, nan_color=_NAN_COLOR)
     width, height = _size(ns, nt)
     p = figure(
-        title=title, x_range=FactorRange(*xs) if xs else FactorRange("-"),
+        title=plain_text(title), x_range=FactorRange(*xs) if xs else FactorRange("-"),
         y_range=FactorRange(*reversed(ys)) if ys else FactorRange("-"), width=width, height=height,
         tools="save", toolbar_location="right", x_axis_location="above", name=name,
     )
@@ -169,7 +172,8 @@ def metric_lines(series: Mapping[str, Sequence[tuple[int, float]]], *, title: st
     """Line plot of ``{label: [(step, value), ...]}`` with a hover readout; an optional vertical step marker."""
     from bokeh.models import Span
 
-    p = figure(title=title, height=300, sizing_mode="stretch_width", tools="pan,wheel_zoom,box_zoom,reset,save",
+    p = figure(title=plain_text(title), height=300, sizing_mode="stretch_width",
+               tools="pan,wheel_zoom,box_zoom,reset,save",
                name=name, x_axis_label="step", y_axis_label=y_label)
     for k, (label, pts) in enumerate(series.items()):
         if not pts:
@@ -178,7 +182,7 @@ def metric_lines(series: Mapping[str, Sequence[tuple[int, float]]], *, title: st
         vals = [float(v) if math.isfinite(v) else float("nan") for _, v in pts]
         src = ColumnDataSource({"step": steps, "value": vals, "series": [label] * len(steps)})
         color = _LINE_COLORS[k % len(_LINE_COLORS)]
-        p.line("step", "value", source=src, color=color, line_width=2, legend_label=label)
+        p.line("step", "value", source=src, color=color, line_width=2, legend_label=plain_text(label))
         p.scatter("step", "value", source=src, color=color, size=5)
     p.add_tools(HoverTool(tooltips=[("series", "@series"), ("step", "@step"), ("value", "@value{0.0000}")]))
     if marker_step is not None:

@@ -26,6 +26,7 @@ from panel_app.export import matrix_csv, matrix_json, standalone_html
 from panel_app.jobs import NATIVE_METHODS, JobRequest, JobRunner
 from panel_app.payload import compare_payload, compare_results, explorer_payload
 from panel_app.plots import difference_heatmap, heatmap, metric_lines
+from panel_app.safe import Markup, SafeHTML, TextAlert, TextMultiChoice, html
 from panel_app.state import COMPARE_KINDS, AppState
 from panel_app.store import DashboardStore, Fetched, RunContents
 from panel_app.tokens import TokenView
@@ -33,16 +34,6 @@ from panel_app.tokens import TokenView
 __all__ = ["OverviewView", "ExplorerView", "CompareView", "EvolutionView", "NewJobView", "ExportView"]
 
 _STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED", "SCHEDULED")
-
-
-def _alert(kind: str, css: str) -> pn.pane.Alert:
-    return pn.pane.Alert("", alert_type=kind, visible=False, sizing_mode="stretch_width", css_classes=[css],
-                         margin=(4, 10))
-
-
-def _show(alert: pn.pane.Alert, text: str | None) -> None:
-    alert.object = text or ""
-    alert.visible = bool(text)
 
 
 def _matrix(rows: list[list[float | None]]) -> np.ndarray:
@@ -85,8 +76,8 @@ class OverviewView(pn.viewable.Viewer):
         self.app, self.state, self.store, self._open_run = app_state, app_state.overview, store, open_run
         self._rows: list = []
         self._records: list[dict] | None = None
-        self.alert = _alert("danger", "overview-error")
-        self.note = _alert("info", "overview-note")
+        self.alert = TextAlert("danger", "overview-error")
+        self.note = TextAlert("info", "overview-note")
         self.text = pn.widgets.TextInput(label="Filter", placeholder="name, id, experiment, method, model",
                                          value=self.state.text, width=280, css_classes=["overview-filter"])
         self.statuses = pn.widgets.CheckButtonGroup(label="Status", options=list(_STATUSES),
@@ -112,7 +103,7 @@ class OverviewView(pn.viewable.Viewer):
             hidden_columns=["run_id"], sortable=True,
         )
         self.table.on_click(self._clicked)
-        self.summary = pn.pane.Markdown("", css_classes=["overview-summary"], margin=(0, 10))
+        self.summary = SafeHTML(css_classes=["overview-summary"], margin=(0, 10))
 
     @staticmethod
     def _columns() -> list[str]:
@@ -122,8 +113,8 @@ class OverviewView(pn.viewable.Viewer):
     def refresh(self) -> Fetched:
         """Re-list runs (what the live refresh polls); keeps the last rows when the store fails."""
         got = self.store.runs()
-        _show(self.alert, got.error)
-        _show(self.note, got.note)
+        self.alert.show(got.error)
+        self.note.show(got.note)
         if got.ok:
             self._rows = list(got.value)
             self._render()
@@ -149,8 +140,8 @@ class OverviewView(pn.viewable.Viewer):
             self._records = records
             self.table.value = pd.DataFrame(records, columns=self._columns())
         n_exp = len({r.experiment_id for r in self._rows})
-        self.summary.object = (f"{len(rows)} of {len(self._rows)} runs with attribution in {n_exp} experiment(s). "
-                               "Click a run to open it in the explorer.")
+        self.summary.object = html("<p>{} of {} runs with attribution in {} experiment(s). Click a run to open it in "
+                                   "the explorer.</p>", len(rows), len(self._rows), n_exp)
 
     def _clicked(self, event: Any) -> None:
         if self._records is None or event.row is None or event.row >= len(self._records):
@@ -176,8 +167,8 @@ class ExplorerView(pn.viewable.Viewer):
         self.contents: RunContents | None = None
         self.results: dict = {}
         self.payload: dict = {}
-        self.alert = _alert("danger", "explorer-error")
-        self.note = _alert("info", "explorer-note")
+        self.alert = TextAlert("danger", "explorer-error")
+        self.note = TextAlert("info", "explorer-note")
         self.run = pn.widgets.Select(label="Run", options={}, width=300, css_classes=["explorer-run"])
         self.step = pn.widgets.Select(label="Step", options=[], width=110, css_classes=["explorer-step"])
         self.model = pn.widgets.Select(label="Model", options=[], width=150, css_classes=["explorer-model"])
@@ -221,7 +212,7 @@ class ExplorerView(pn.viewable.Viewer):
             self._update_widgets()
         if error:
             self._drawn = None
-            _show(self.alert, error)
+            self.alert.show(error)
             self.tokens.data = {"empty": "Nothing to show: see the message above."}
             self.heatmaps.objects = []
             return
@@ -240,7 +231,7 @@ class ExplorerView(pn.viewable.Viewer):
             self.contents = None
             return got.error
         c = self.contents = got.value
-        _show(self.note, got.note)
+        self.note.show(got.note)
         if s.step not in c.steps:
             s.step = c.steps[-1] if c.steps else None
         models = c.models(s.step)
@@ -302,7 +293,7 @@ class ExplorerView(pn.viewable.Viewer):
         s = self.state
         if self.contents is None or s.step is None or not s.methods or s.sample_id is None:
             self._drawn = None
-            _show(self.alert, None)
+            self.alert.show(None)
             self.tokens.data = {"empty": "No run with attribution selected yet." if self.contents is None
                                 else "This run has no committed step / sample yet."}
             self.heatmaps.objects = []
@@ -310,7 +301,7 @@ class ExplorerView(pn.viewable.Viewer):
         got = self.store.samples(s.run_id, s.step, s.model, s.methods, s.sample_id)
         if not got.ok:
             self._drawn = None
-            _show(self.alert, got.error)
+            self.alert.show(got.error)
             self.tokens.data = {"empty": "Nothing to show: see the message above."}
             self.heatmaps.objects = []
             return
@@ -320,11 +311,11 @@ class ExplorerView(pn.viewable.Viewer):
         except Exception as e:  # noqa: BLE001 - e.g. methods with different tokens
             from panel_app.store import explain_error
 
-            _show(self.alert, explain_error(e, self.store.tracking_uri, "preparing the view"))
+            self.alert.show(explain_error(e, self.store.tracking_uri, "preparing the view"))
             return
         payload["state"] = "|".join("" if v is None else (",".join(v) if isinstance(v, tuple) else str(v))
                                     for v in key)
-        _show(self.alert, None)
+        self.alert.show(None)
         self.results, self.payload, self._drawn = got.value, payload, key
         self.tokens.data = payload
         self.heatmaps.objects = [pn.pane.Bokeh(f) for f in self.figures()]
@@ -343,12 +334,12 @@ class ExplorerView(pn.viewable.Viewer):
             return
         got = self.store.problems(self.state.run_id)
         if not got.ok:
-            _show(self.alert, got.error)
+            self.alert.show(got.error)
         elif got.value:
-            _show(self.alert, "Problems in this run's attribution artifacts:\n\n" +
+            self.alert.show("Problems in this run's attribution artifacts:\n\n" +
                   "\n".join(f"- {p}" for p in got.value))
         else:
-            _show(self.note, "No problems found in this run's attribution artifacts.")
+            self.note.show("No problems found in this run's attribution artifacts.")
 
     # ------------------------------------------------------------------ export
     def primary_matrix(self) -> tuple[np.ndarray, list[str], list[str], dict] | None:
@@ -384,8 +375,8 @@ class CompareView(pn.viewable.Viewer):
         self._kind: str | None = None
         self.comparison = None
         self.payload: dict = {}
-        self.alert = _alert("danger", "compare-error")
-        self.mismatch = _alert("warning", "compare-mismatch")
+        self.alert = TextAlert("danger", "compare-error")
+        self.mismatch = TextAlert("warning", "compare-mismatch")
         self.kind = pn.widgets.RadioButtonGroup(options={v: k for k, v in COMPARE_KINDS.items()},
                                                 value=self.state.kind, css_classes=["compare-kind"])
         self.widgets: dict[str, dict[str, pn.widgets.Select]] = {}
@@ -430,8 +421,8 @@ class CompareView(pn.viewable.Viewer):
             self._update_widgets()
         if error:
             self._drawn = None
-            _show(self.alert, error)
-            _show(self.mismatch, None)
+            self.alert.show(error)
+            self.mismatch.show(None)
             self.tokens.data = {"empty": "Nothing to compare: see the message above."}
             self.heatmaps.objects = []
             return
@@ -547,7 +538,7 @@ class CompareView(pn.viewable.Viewer):
         error = a.error or b.error
         if error:
             self._drawn = None
-            _show(self.alert, error)
+            self.alert.show(error)
             self.tokens.data = {"empty": "Nothing to compare: see the message above."}
             self.heatmaps.objects = []
             return
@@ -556,8 +547,8 @@ class CompareView(pn.viewable.Viewer):
         self.payload = compare_payload(cmp, left_title=f"A1 · {self._side_title(L)}",
                                        right_title=f"A2 · {self._side_title(R)}", method=s.method)
         self.payload["state"] = "|".join(str(x) for x in (s.kind, *L.key(), *R.key(), s.method, s.sample_id))
-        _show(self.alert, None)
-        _show(self.mismatch, cmp.message)
+        self.alert.show(None)
+        self.mismatch.show(cmp.message)
         self.tokens.data = self.payload
         self.heatmaps.objects = [pn.pane.Bokeh(f) for f in self.figures()]
 
@@ -612,9 +603,9 @@ class EvolutionView(pn.viewable.Viewer):
         super().__init__(**params)
         self.app, self.state, self.store, self._open_sample = app_state, app_state.evolution, store, open_sample
         self._guard = _Guard()
-        self.alert = _alert("danger", "evolution-error")
-        self.runs = pn.widgets.MultiChoice(label="Runs", options={}, width=420, css_classes=["evolution-runs"])
-        self.metrics = pn.widgets.MultiChoice(label="Attribution metrics", options=[], width=520,
+        self.alert = TextAlert("danger", "evolution-error")
+        self.runs = TextMultiChoice(label="Runs", options={}, width=420, css_classes=["evolution-runs"])
+        self.metrics = TextMultiChoice(label="Attribution metrics", options=[], width=520,
                                               css_classes=["evolution-metrics"])
         self.runs.param.watch(lambda e: self._set("run_ids", list(e.new)), "value")
         self.metrics.param.watch(lambda e: self._set("metric_keys", list(e.new)), "value")
@@ -700,7 +691,7 @@ class EvolutionView(pn.viewable.Viewer):
         self.loss_plot.objects = [pn.pane.Bokeh(metric_lines(
             losses, title="loss", name="evolution-loss", marker_step=ex.step), sizing_mode="stretch_width")] \
             if losses else [pn.pane.Markdown("*No loss metric (a key containing 'loss') logged by these runs.*")]
-        _show(self.alert, "\n\n".join(errors) if errors else None)
+        self.alert.show("\n\n".join(errors) if errors else None)
         self.update_changes()
         self.update_heatmap(force=True)
 
@@ -722,7 +713,9 @@ class EvolutionView(pn.viewable.Viewer):
             return
         got = self.store.sample(ex.run_id, ex.step, ex.model, ex.methods[0], ex.sample_id)
         if not got.ok:
-            self.heat.objects = [pn.pane.Alert(got.error, alert_type="danger")]
+            alert = TextAlert("danger", "evolution-heatmap-error")
+            alert.show(got.error)
+            self.heat.objects = [alert]
             return
         r = got.value
         fig = heatmap(r.matrix, r.source_tokens, r.target_tokens, color=(220, 30, 30),
@@ -738,7 +731,7 @@ class EvolutionView(pn.viewable.Viewer):
             return
         got = self.store.changed_most(ex.run_id, ex.model, ex.methods[0], self.state.step_a, self.state.step_b)
         if not got.ok:
-            _show(self.alert, got.error)
+            self.alert.show(got.error)
             self._change_rows = []
             self.changes.value = pd.DataFrame()
             return
@@ -808,9 +801,9 @@ class NewJobView(pn.viewable.Viewer):
             w.param.watch(lambda e, p=p: setattr(self.form, p, list(e.new) if p == "methods" else e.new), "value")
         self.source.param.watch(lambda *_e: self._toggle_source(), "value")
         self._toggle_source()
-        self.alert = _alert("danger", "job-error")
-        self.note = _alert("success", "job-note")
-        self.table = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["job-table"])
+        self.alert = TextAlert("danger", "job-error")
+        self.note = TextAlert("success", "job-note")
+        self.table = SafeHTML(sizing_mode="stretch_width", css_classes=["job-table"])
         self.safety = pn.pane.Markdown(
             "Models load only from local folders or the tracking store, with `trust_remote_code` off; "
             "nothing is downloaded from the hub. The job runs in a background worker process and is logged as "
@@ -848,20 +841,18 @@ class NewJobView(pn.viewable.Viewer):
                                        text=f.text, probe=probe, batch_size=f.batch_size,
                                        max_new_tokens=f.max_new_tokens)
         except Exception as e:  # noqa: BLE001 - shown to the user
-            _show(self.note, None)
-            _show(self.alert, f"The job was not queued: {e}")
+            self.note.show(None)
+            self.alert.show(f"The job was not queued: {e}")
             return None
         handle = self.runner.submit(req)
-        _show(self.alert, None)
-        _show(self.note, f"Queued job #{handle.id} ({req.name}): {len(req.models)} model(s) x "
+        self.alert.show(None)
+        self.note.show(f"Queued job #{handle.id} ({req.name}): {len(req.models)} model(s) x "
                          f"{len(req.methods)} method(s) x {len(req.prompts)} sample(s).")
         self.refresh()
         return handle
 
     def refresh(self) -> None:
         """Poll the runner: progress table; a job that just finished refreshes the overview."""
-        import html
-
         rows, finished = [], False
         for j in reversed(self.runner.jobs()):
             s = j.snapshot()
@@ -869,15 +860,15 @@ class NewJobView(pn.viewable.Viewer):
                 finished = True
             self._seen[s["id"]] = s["status"]
             pct = int(round(100 * s["progress"]))
-            rows.append(
-                f'<tr data-job="{s["id"]}" data-status="{s["status"]}" data-run="{s["run_id"] or ""}">'
-                f'<td>#{s["id"]}</td><td>{html.escape(s["name"])}</td><td class="job-status">{s["status"]}</td>'
-                f'<td><progress max="100" value="{pct}"></progress> {pct}%</td>'
-                f'<td>{html.escape(s["message"] or "")}</td><td><code>{s["run_id"] or ""}</code></td></tr>')
-        self.table.object = (
+            rows.append(html(
+                '<tr data-job="{id}" data-status="{status}" data-run="{run}"><td>#{id}</td><td>{name}</td>'
+                '<td class="job-status">{status}</td><td><progress max="100" value="{pct}"></progress> {pct}%</td>'
+                '<td>{message}</td><td><code>{run}</code></td></tr>', id=s["id"], status=s["status"],
+                run=s["run_id"] or "", name=s["name"], pct=pct, message=s["message"] or ""))
+        self.table.object = html(
             '<table class="jobs"><thead><tr><th></th><th>job</th><th>status</th><th>progress</th><th>message</th>'
-            '<th>run</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>") if rows else \
-            "<i>No job queued in this session yet.</i>"
+            '<th>run</th></tr></thead><tbody>{}</tbody></table>', Markup("").join(rows)) if rows else \
+            html("<i>No job queued in this session yet.</i>")
         if finished:
             self._on_finished()
 
@@ -897,16 +888,16 @@ class ExportView(pn.viewable.Viewer):
     def __init__(self, explorer: ExplorerView, compare: CompareView, **params):
         super().__init__(**params)
         self.explorer, self.compare = explorer, compare
-        self.alert = _alert("warning", "export-error")
+        self.alert = TextAlert("warning", "export-error")
 
         def dl(label: str, filename: str, fn: Callable[[], str | None], css: str) -> pn.widgets.FileDownload:
             def cb() -> io.BytesIO:
                 text = fn()
                 if text is None:
-                    _show(self.alert, f"Nothing to export for “{label}” yet: open the view and pick a sample first.")
+                    self.alert.show(f"Nothing to export for “{label}” yet: open the view and pick a sample first.")
                     text = ""
                 else:
-                    _show(self.alert, None)
+                    self.alert.show(None)
                 return io.BytesIO(text.encode("utf-8"))
 
             return pn.widgets.FileDownload(callback=cb, filename=filename, label=label, color="default",

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import ContextLengthError, InputError, ModelLoadError
+from ..model_refs import check_model_ref, is_mlflow_ref
 from ..options import AttributeOptions
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ __all__ = [
 ]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
 
 
 @dataclass
@@ -109,8 +109,8 @@ def load_model_and_tokenizer(
     options = options or AttributeOptions()
     model_ref = model if isinstance(model, (str, os.PathLike)) else model_ref_of(model)
     if isinstance(model, (str, os.PathLike)):
-        ref = str(model)
-        path = _resolve_mlflow_uri(ref) if ref.startswith(_MLFLOW_SCHEMES) else ref
+        ref = check_model_ref(str(model))  # an MLflow reference must stay inside its run / model
+        path = _resolve_mlflow_uri(ref) if is_mlflow_ref(ref) else ref
         try:
             from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 

@@ -38,7 +38,7 @@ import numpy as np
 from attrib_mlops.analysis import normalize_vector, source_importance, target_importance
 from attrib_mlops.result import AttributionResult
 
-__all__ = ["render_step_html", "importance_spans", "DEFAULT_MAX_SAMPLES"]
+__all__ = ["render_step_html", "importance_spans", "plain_text", "DEFAULT_MAX_SAMPLES"]
 
 DEFAULT_MAX_SAMPLES = 50
 
@@ -168,19 +168,27 @@ def _sample_key(r: AttributionResult, i: int) -> str:
     return str(r.sample_id) if r.sample_id is not None else str(i)
 
 
-def _plain(tok: str) -> str:
-    """A token Bokeh will not take for TeX (``$$..$$``, ``\\[..\\]``, ``\\(..\\)`` would load MathJax)."""
+def plain_text(text: str) -> str:
+    r"""``text`` as Bokeh shows it in titles and axis / legend labels, never as TeX.
+
+    Bokeh renders any ``$$..$$``, ``\[..\]`` or ``\(..\)`` in such a string with MathJax (and
+    loads MathJax from a CDN); a zero-width space inside each delimiter keeps the text as it reads.
+
+    >>> plain_text("cost $$5$$") == "cost $\u200b$5$\u200b$"
+    True
+    """
+    text = str(text)
     for delim in ("$$", "\\[", "\\]", "\\(", "\\)"):
-        tok = tok.replace(delim, delim[0] + "\u200b" + delim[1:])
-    return tok
+        text = text.replace(delim, delim[0] + "\u200b" + delim[1:])
+    return text
 
 
 def _cells(r: AttributionResult) -> dict[str, Any]:
     return {
         "ns": r.shape[0],
         "nt": r.shape[1],
-        "src": [_plain(t) for t in r.source_tokens],
-        "tgt": [_plain(t) for t in r.target_tokens],
+        "src": [plain_text(t) for t in r.source_tokens],
+        "tgt": [plain_text(t) for t in r.target_tokens],
         "v": [_round(float(x)) for x in r.matrix.ravel()],
     }
 
@@ -263,7 +271,7 @@ def render_step_html(
         src = ColumnDataSource(_initial_data(first))
         ns0, nt0 = (first["ns"], first["nt"]) if first else (1, 1)
         fig = figure(
-            title=_plain(f"{model} · {method} ({engine})"),
+            title=plain_text(f"{model} · {method} ({engine})"),
             width=int(min(1100, max(320, 160 + 22 * max_nt))),
             height=int(min(1400, max(260, 90 + 16 * max_ns))),
             x_range=Range1d(-0.5, nt0 - 0.5),

@@ -67,3 +67,31 @@ def test_app_on_unreachable_store_stays_usable(fast_fail_http, port):
         app.state.tab = tab
     app.tick()
     assert "No run" in app.explorer.tokens.data.get("empty", "")
+
+
+def test_safe_components_show_text():
+    """panel_app.safe: markup only from html(), alerts and MultiChoice labels as text."""
+    import pytest
+
+    from panel_app.safe import SafeHTML, TextAlert, TextMultiChoice, html
+
+    evil = '<img src=x onerror=alert(1)> "><svg onload=alert(2)>'
+    with pytest.raises(ValueError):
+        SafeHTML(evil)  # a plain str is refused
+    pane = SafeHTML(html("<b>{}</b>", evil))
+    assert "<img" not in pane.object and "&lt;img src=x" in pane.object
+    model = pane.get_root()
+    import html as std_html
+
+    assert std_html.unescape(model.text) == str(pane.object)  # Panel's transport escaping, undone by the client
+    alert = TextAlert("danger", "x-error")
+    assert not alert.visible
+    alert.show(f"run {evil} not found")
+    assert alert.visible and alert.message == f"run {evil} not found"
+    assert "<img" not in alert.object and "<svg" not in alert.object
+    alert.show(None)
+    assert not alert.visible and alert.object == ""
+    choice = TextMultiChoice(options={evil: "v1", "plain": "v2"}, value=["v1"])
+    sent = choice._process_param_change({"options": choice.options, "value": choice.value})
+    assert all("<" not in label for label in sent["options"]) and sent["value"] == [sent["options"][0]]
+    assert choice._process_property_change({"value": sent["options"]}) == {"value": ["v1", "v2"]}

@@ -24,8 +24,9 @@ import numpy as np
 import pytest
 
 from attrib_mlops import attribute_sources, train_source_estimator
-from attrib_mlops.sources.at2.quality import compare_scores, hit_at_1, paired_lds
+from attrib_mlops.sources.at2.quality import compare_scores, paired_lds
 from attrib_mlops.sources.at2.train import examples_from_ablations
+from attrib_mlops.sources.result import source_hit_rate
 
 N_TRAIN = 48
 N_PROBES = 48
@@ -54,7 +55,7 @@ def _judge(name, model, tok, train, probes, truth):
     a, n = [r.scores for r in at2], [r.scores for r in naive]
     table = compare_scores(ex, {"at2": a, "attention": n})
     pair = paired_lds(ex, a, n)
-    hits = {k: hit_at_1(v, truth) for k, v in (("at2", a), ("attention", n), ("surrogate", [r.scores for r in ab]))}
+    hits = {k: source_hit_rate(v, truth) for k, v in (("at2", at2), ("attention", naive), ("surrogate", ab))}
     for k in ("at2", "attention", "surrogate"):
         row = table[k]
         print(f"{name:28s} {k:9s} LDS(held-out masks) {row['lds']:.3f}  Pearson {row['pearson']:.3f}  "

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
-from attrib_mlops.sources.at2.quality import Example, compare_scores, hit_at_1, pearson_within, score_lds
+from attrib_mlops.sources.at2.quality import Example, compare_scores, paired_lds, pearson_within, score_lds
 
 
 def test_pearson_and_lds_match_scipy():
@@ -41,8 +41,14 @@ def test_compare_scores_ranks_a_perfect_and_a_wrong_scorer():
         compare_scores(ex, {"short": truths[:1]})
 
 
-def test_hit_at_1():
-    scores = [np.array([0.1, 0.9]), np.array([0.5, 0.2]), np.array([0.0, 0.3, 0.2])]
-    assert hit_at_1(scores, [1, 1, [1, 2]]) == pytest.approx(2 / 3)
-    with pytest.raises(ValueError):
-        hit_at_1(scores, [0])
+def test_paired_lds_compares_on_the_same_masks():
+    rng = np.random.default_rng(2)
+    truths = [np.array([4.0, 0.2, -1.0, 0.0]), np.array([0.1, 0.0, 3.0, -0.5]), np.array([2.0, 1.0, 0.0, 0.5])]
+    ex = [_example(rng, w, noise=0.05) for w in truths]
+    naive = [np.abs(w) for w in truths]  # right magnitudes, wrong signs for the negative sources
+    p = paired_lds(ex, truths, naive)
+    assert p["lds_a"] > p["lds_b"] and p["diff"] == pytest.approx(p["lds_a"] - p["lds_b"])
+    assert p["wins"] == pytest.approx(2 / 3) and p["n_examples"] == 3 and p["diff_se"] > 0
+    held = paired_lds(ex, truths, naive, masks="holdout")
+    assert held["lds_a"] == pytest.approx(np.mean([score_lds(w, e.holdout_masks, e.holdout_outcomes)
+                                                   for w, e in zip(truths, ex)]))

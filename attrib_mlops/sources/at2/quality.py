@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Example", "pearson_within", "score_lds", "compare_scores", "paired_lds", "hit_at_1"]
+__all__ = ["Example", "pearson_within", "score_lds", "compare_scores", "paired_lds"]
 
 
 @dataclass
@@ -167,16 +167,3 @@ def paired_lds(examples: Sequence[Example], a: Sequence[np.ndarray], b: Sequence
         "wins": float((d > 0).mean()) if d.size else float("nan"),
         "n_examples": float(d.size),
     }
-
-
-def hit_at_1(scores: Sequence[np.ndarray], truths: Sequence[int | Sequence[int]]) -> float:
-    """Fraction of samples whose highest-scoring source is (one of) the true source(s)."""
-    if len(scores) != len(truths):
-        raise ValueError(f"{len(scores)} score arrays but {len(truths)} ground truths")
-    if not scores:
-        return float("nan")
-    hits = []
-    for w, t in zip(scores, truths):
-        true = {int(t)} if np.ndim(t) == 0 else {int(x) for x in t}
-        hits.append(float(int(np.argmax(np.asarray(w))) in true))
-    return float(np.mean(hits))

@@ -6,6 +6,8 @@ key, so a typo in a job spec never silently falls back to a default.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -94,19 +96,34 @@ def format_validation_error(err: ValidationError, where: str) -> str:
     return f"invalid {where}: " + "; ".join(parts)
 
 
-def parse_options(options: dict[str, Any] | AttributeOptions | None = None, **kwargs: Any) -> AttributeOptions:
-    """Validate options; raises :class:`SpecError` naming the bad key."""
-    if isinstance(options, AttributeOptions):
+def parse_model_options(cls: type[BaseModel], what: str, options: Any = None, kwargs: dict[str, Any] | None = None,
+                        hint: Callable[[str], str] | None = None) -> Any:
+    """Validate ``options`` (a dict, an instance of ``cls`` or None) updated by ``kwargs`` into ``cls``.
+
+    The one options parser of every API (token, sources, AT2, training data): an unknown or bad
+    key raises :class:`SpecError` naming it and listing the valid options (``hint(message)``
+    may append advice).
+
+    >>> parse_model_options(AttributeOptions, "attribution options", {"n_steps": 8}).n_steps
+    8
+    """
+    kwargs = kwargs or {}
+    if isinstance(options, cls):
         if not kwargs:
             return options
         options = options.model_dump()
     merged = dict(options or {})
     merged.update(kwargs)
     try:
-        return AttributeOptions(**merged)
+        return cls(**merged)
     except ValidationError as err:
-        valid = ", ".join(AttributeOptions.model_fields)
-        raise SpecError(format_validation_error(err, "attribution options") + f". Valid options: {valid}") from None
+        msg = format_validation_error(err, what) + f". Valid options: {', '.join(cls.model_fields)}"
+        raise SpecError(msg + (hint(msg) if hint else "")) from None
+
+
+def parse_options(options: dict[str, Any] | AttributeOptions | None = None, **kwargs: Any) -> AttributeOptions:
+    """Validate options; raises :class:`SpecError` naming the bad key."""
+    return parse_model_options(AttributeOptions, "attribution options", options, kwargs)
 
 
 def parse_yaml(text: str, where: str) -> Any:

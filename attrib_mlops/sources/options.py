@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..errors import SpecError
-from ..options import AttributeOptions, format_validation_error
+from ..options import AttributeOptions, parse_model_options
 
 __all__ = ["SourceOptions", "parse_source_options"]
 
@@ -101,14 +100,4 @@ def parse_source_options(options: dict[str, Any] | SourceOptions | None = None, 
     >>> parse_source_options(n_ablations=32).n_ablations
     32
     """
-    if isinstance(options, SourceOptions):
-        if not kwargs:
-            return options
-        options = options.model_dump()
-    merged = dict(options or {})
-    merged.update(kwargs)
-    try:
-        return SourceOptions(**merged)
-    except ValidationError as err:
-        valid = ", ".join(SourceOptions.model_fields)
-        raise SpecError(format_validation_error(err, "source attribution options") + f". Valid options: {valid}") from None
+    return parse_model_options(SourceOptions, "source attribution options", options, kwargs)

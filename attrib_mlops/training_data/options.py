@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from attrib_mlops.errors import SpecError
-from attrib_mlops.options import format_validation_error
+from attrib_mlops.options import parse_model_options
 
 __all__ = ["IndexOptions", "QueryOptions", "parse_index_options", "parse_query_options"]
 
@@ -127,17 +126,7 @@ class QueryOptions(BaseModel):
 
 
 def _parse(cls: type[BaseModel], where: str, options: Any, kwargs: dict[str, Any]) -> Any:
-    if isinstance(options, cls):
-        if not kwargs:
-            return options
-        options = options.model_dump()
-    merged = dict(options or {})
-    merged.update(kwargs)
-    try:
-        return cls(**merged)
-    except ValidationError as err:
-        valid = ", ".join(cls.model_fields)
-        raise SpecError(format_validation_error(err, where) + f". Valid options: {valid}") from None
+    return parse_model_options(cls, where, options, kwargs)
 
 
 def parse_index_options(options: dict[str, Any] | IndexOptions | None = None, **kwargs: Any) -> IndexOptions:

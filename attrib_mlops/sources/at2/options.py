@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ...errors import SpecError
-from ...options import AttributeOptions, format_validation_error
+from ...options import AttributeOptions, parse_model_options
 
 __all__ = ["MIN_MASKS", "MIN_EXAMPLES", "AT2TrainOptions", "AT2Options", "parse_train_options", "parse_at2_options"]
 
@@ -120,21 +119,12 @@ class AT2Options(_Common):
         return d
 
 
+def _hint(msg: str) -> str:
+    return f" (AT2 needs at least {MIN_MASKS} masks per example)" if "n_ablations" in msg and "greater than or equal" in msg else ""
+
+
 def _parse(cls: type[BaseModel], what: str, options: dict[str, Any] | BaseModel | None, kwargs: dict[str, Any]):
-    if isinstance(options, cls):
-        if not kwargs:
-            return options
-        options = options.model_dump()
-    merged = dict(options or {})
-    merged.update(kwargs)
-    try:
-        return cls(**merged)
-    except ValidationError as err:
-        valid = ", ".join(cls.model_fields)
-        msg = format_validation_error(err, what) + f". Valid options: {valid}"
-        if "n_ablations" in msg and "greater than or equal" in msg:
-            msg += f" (AT2 needs at least {MIN_MASKS} masks per example)"
-        raise SpecError(msg) from None
+    return parse_model_options(cls, what, options, kwargs, hint=_hint)
 
 
 def parse_train_options(options: dict[str, Any] | AT2TrainOptions | None = None, **kwargs: Any) -> AT2TrainOptions:

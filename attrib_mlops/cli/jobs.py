@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .app import VerboseOpt, app, cli_errors, console, metrics_table
+from .app import VerboseOpt, app, cli_errors, console, metrics_table, sigterm_as_interrupt
 
 @app.command("run")
 @cli_errors
@@ -69,7 +69,8 @@ def run_cmd(
 
         mlflow_sink = MlflowJobSink(tracking_uri=tracking_uri, experiment=experiment)
         sinks.append(mlflow_sink)
-    outcome = run_job(spec, sinks=sinks, progress=progress)
+    with sigterm_as_interrupt():
+        outcome = run_job(spec, sinks=sinks, progress=progress)
     rows = [
         {"model": p.model, "method": p.method, "computed": p.computed, "cached": p.cached, "metrics": p.metrics}
         for p in outcome.pairs
@@ -193,16 +194,9 @@ def backfill_cmd(
     from ..samples import ProbeSet
 
     probe_set = ProbeSet.from_spec(probe) if probe else None
-    out = backfill(
-        checkpoints,
-        run_id=run_id,
-        tracking_uri=tracking_uri,
-        experiment=experiment,
-        probe=probe_set,
-        methods=method or ["saliency"],
-        engine=engine,
-        progress=progress,
-    )
+    with sigterm_as_interrupt():
+        out = backfill(checkpoints, run_id=run_id, tracking_uri=tracking_uri, experiment=experiment,
+                       probe=probe_set, methods=method or ["saliency"], engine=engine, progress=progress)
     console.print(
         f"run [bold]{out['run_id']}[/bold]: logged steps {out['logged'] or 'none'}; "
         f"already there: {out['skipped'] or 'none'}",

@@ -24,7 +24,10 @@ from .errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["find_checkpoints", "backfill"]
+__all__ = ["find_checkpoints", "backfill", "BACKFILL_TAG"]
+
+#: Tag of a run ``backfill`` created.
+BACKFILL_TAG = "attrib_mlops.backfill"
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -69,35 +72,68 @@ def backfill(
     :class:`~attrib_mlops.jobs.ray_executor.RayExecutor` spreads each checkpoint's
     batches over a Ray actor pool.
 
+    Everything is validated before a run is created (a missing probe set leaves no empty
+    run behind). A run this call creates ends ``FINISHED``, ``FAILED`` (an error) or
+    ``KILLED`` (interrupted); a given ``run_id`` keeps its status.
+
     Returns ``{"run_id", "logged": [steps], "skipped": [steps]}``.
 
     Example:
         >>> backfill("out/", run_id="0a1b...", tracking_uri="sqlite:///mlflow.db")   # doctest: +SKIP
         {'run_id': '0a1b...', 'logged': [20, 30], 'skipped': [10]}
     """
-    from .jobs import JobSpec, LocalExecutor, StepSink, run_job
-    from .jobs.executor import ModelLoader
     from .samples import ProbeSet
     from .tracking import AttributionReader, TrackingError
-    from .tracking.runs import get_or_create_run
+    from .tracking.runs import get_or_create_run, resolve_tracking_uri
 
     ckpts = find_checkpoints(checkpoints_dir)
     if not ckpts:
         raise InputError(f"no checkpoint-<step> folders with a config.json under {str(checkpoints_dir)!r}")
-    handle = get_or_create_run(tracking_uri=tracking_uri, run_id=run_id, verify=run_id is not None,
-                               experiment=experiment, run_name=f"backfill-{Path(checkpoints_dir).name}")
-    reader = AttributionReader(handle.tracking_uri)
+    # validate before any run is created: a bad call leaves nothing behind in the store
+    given = None if probe is None else ProbeSet.coerce(probe)
+    if given is None and run_id is None:
+        raise InputError("a new run has no probe set yet; pass one (probe= or --probe)")
+    handle = None
+    if run_id is not None:
+        handle = get_or_create_run(tracking_uri=tracking_uri, run_id=run_id, verify=True)
+    reader = AttributionReader(resolve_tracking_uri(tracking_uri))
     done: set[int] = set()
     run_probe = None
-    if not handle.created:
+    if handle is not None:
         try:
             done = set(reader.steps(handle.run_id))
             run_probe = reader.probe(handle.run_id)
         except TrackingError:
             done, run_probe = set(), None  # a run without attribution yet
-    if probe is None and not run_probe:
-        raise InputError("the run has no probe set yet; pass one (probe= or --probe)")
-    probe_set = ProbeSet.coerce(run_probe if probe is None else probe)
+        if given is None and not run_probe:
+            raise InputError(f"run {handle.run_id} has no probe set yet; pass one (probe= or --probe)")
+    probe_set = given if given is not None else ProbeSet.coerce(run_probe)
+    if handle is None:
+        handle = get_or_create_run(tracking_uri=tracking_uri, experiment=experiment,
+                                   run_name=f"backfill-{Path(checkpoints_dir).name}",
+                                   tags={BACKFILL_TAG: "true"})
+    status = "FAILED"
+    try:
+        out = _backfill_into(handle, ckpts, done, probe_set, checkpoints_dir=checkpoints_dir, methods=methods,
+                             engine=engine, options=options, tokenizer=tokenizer, model_name=model_name,
+                             progress=progress, spool_dir=spool_dir)
+        status = "FINISHED"
+        return out
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if handle.created:  # a run this call created ends with its outcome; a given run keeps its status
+            handle.client.set_terminated(handle.run_id, status)
+
+
+def _backfill_into(handle: Any, ckpts: list[tuple[int, Path]], done: set[int], probe_set: Any, *,
+                   checkpoints_dir: str | Path, methods: Sequence[str], engine: str, options: dict | None,
+                   tokenizer: Any, model_name: str, progress: bool, spool_dir: Any) -> dict[str, Any]:
+    """Attribute the checkpoints not in ``done`` into the run of ``handle``."""
+    from .jobs import JobSpec, LocalExecutor, StepSink, run_job
+    from .jobs.executor import ModelLoader
+
     todo = [(s, p) for s, p in ckpts if s not in done]
     skipped = sorted(s for s, _ in ckpts if s in done)
     if skipped:

@@ -58,10 +58,12 @@ class DemoConfig:
     runs: tuple[str, ...] = ("clean", "shortcut")
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: log to this MLflow tracking URI instead of the store's own ``mlflow.db`` (checkpoints stay in ``store``)
+    tracking_uri_override: str | None = None
 
     @property
     def tracking_uri(self) -> str:
-        return f"sqlite:///{self.store.resolve()}/mlflow.db"
+        return self.tracking_uri_override or f"sqlite:///{self.store.resolve()}/mlflow.db"
 
 
 def train_data(kind: str, cfg: DemoConfig):
@@ -92,7 +94,8 @@ def run_demo(cfg: DemoConfig | None = None, progress: bool = True) -> dict[str, 
     cfg.store.mkdir(parents=True, exist_ok=True)
     uri = cfg.tracking_uri
     client = MlflowClient(tracking_uri=uri)
-    artifacts = (cfg.store.resolve() / "artifacts").as_uri()
+    # the local demo store keeps its artifacts in it; another tracking store places them as it does
+    artifacts = None if cfg.tracking_uri_override else (cfg.store.resolve() / "artifacts").as_uri()
     exp_id = get_or_create_experiment(client, EXPERIMENT, artifact_location=artifacts)
     probe = probe_set(n=cfg.n_probe, shortcut=True)
     out: dict[str, Any] = {"tracking_uri": uri, "experiment_id": exp_id, "runs": {}, "accuracy": {}, "seconds": {}}

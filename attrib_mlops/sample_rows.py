@@ -224,22 +224,43 @@ def stored_sample(row: Any, index: int) -> Sample:
 
 
 def read_rows(p: Path) -> list[dict[str, Any]]:
-    """Rows of a ``.json`` (list of objects), ``.jsonl``, ``.csv`` or ``.parquet`` file."""
-    suffix = p.suffix.lower()
-    if suffix == ".json":
-        return _read_json(p)
-    if suffix == ".jsonl":
-        return _read_jsonl(p)
-    if suffix == ".csv":
-        return _read_csv(p)
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
+    """Rows of a ``.json`` (list of objects), ``.jsonl``, ``.csv`` or ``.parquet`` file.
 
+    Raises:
+        InputError: one line naming the file: an unsupported type, an empty file, text that is
+            not UTF-8, a CSV field over the csv module's size limit, an unreadable Parquet file.
+    """
+    suffix = p.suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        raise InputError(
+            f"samples file '{p}' has an unsupported type {suffix or '(no suffix)'}; "
+            f"supported: {', '.join(FILE_SUFFIXES)} or a save_to_disk folder"
+        )
+    if p.is_file() and p.stat().st_size == 0:
+        raise InputError(f"samples file '{p}' is empty; it needs at least one sample row")
+    try:
+        rows = _READERS[suffix](p)
+    except UnicodeDecodeError as e:
+        raise InputError(f"samples file '{p}' is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                         f"{e.start}); save it as UTF-8") from None
+    except csv.Error as e:
+        if "field limit" in str(e):
+            raise InputError(f"samples file '{p}' has a CSV field longer than the csv module's limit of "
+                             f"{csv.field_size_limit():,} characters; shorten it or use JSONL") from None
+        raise InputError(f"samples file '{p}' is not valid CSV ({e})") from None
+    if not rows:
+        raise InputError(f"samples file '{p}' is empty (no sample rows); it needs at least one")
+    return rows
+
+
+def _read_parquet(p: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
         return pq.read_table(p).to_pylist()
-    raise InputError(
-        f"samples file '{p}' has an unsupported type {suffix or '(no suffix)'}; "
-        f"supported: {', '.join(FILE_SUFFIXES)} or a save_to_disk folder"
-    )
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(f"samples file '{p}' is not a readable Parquet file ({e}); write it again") from None
 
 
 def _read_json(p: Path) -> list[dict[str, Any]]:
@@ -271,3 +292,6 @@ def _read_csv(p: Path) -> list[dict[str, Any]]:
         if not reader.fieldnames:
             raise InputError(f"samples file '{p}' has no header row")
         return [dict(r) for r in reader]
+
+
+_READERS = {".json": _read_json, ".jsonl": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet}

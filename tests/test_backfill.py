@@ -93,3 +93,37 @@ def test_backfill_cli_new_run_and_errors(ckpt_root, tmp_path):
     assert bad.exit_code == 2 and "does not exist" in bad.output and "Traceback" not in bad.output
     no_probe = runner.invoke(app, ["backfill", "--checkpoints", str(ckpt_root), "--tracking-uri", uri])
     assert no_probe.exit_code == 2 and "probe" in no_probe.output
+
+
+def test_backfill_cli_ends_every_run_and_validates_first(ckpt_root, tmp_path):
+    """Issue 9 item 6: each run backfill creates ends FINISHED or FAILED; a missing probe creates no run."""
+    import json
+
+    uri = f"sqlite:///{tmp_path}/end.db"
+    probe = tmp_path / "probe.json"
+    probe.write_text(json.dumps(PROBE))
+    client = MlflowClient(tracking_uri=uri)
+    runner = CliRunner()
+
+    def runs():
+        exps = [e.experiment_id for e in client.search_experiments()]
+        return client.search_runs(exps) if exps else []
+
+    no_probe = runner.invoke(app, ["backfill", "--checkpoints", str(ckpt_root), "--tracking-uri", uri])
+    assert no_probe.exit_code == 2 and "probe" in no_probe.output and "Traceback" not in no_probe.output
+    assert runs() == []  # validated before any run was created
+
+    for _ in range(2):
+        ok = runner.invoke(app, ["backfill", "--checkpoints", str(ckpt_root), "--probe", str(probe),
+                                 "--tracking-uri", uri, "--no-progress"])
+        assert ok.exit_code == 0, ok.output
+    assert sorted(r.info.status for r in runs()) == ["FINISHED", "FINISHED"]
+
+    broken = tmp_path / "broken"
+    (broken / "checkpoint-5").mkdir(parents=True)
+    (broken / "checkpoint-5" / "config.json").write_text("{}")  # no model in it: loading fails
+    bad = runner.invoke(app, ["backfill", "--checkpoints", str(broken), "--probe", str(probe),
+                              "--tracking-uri", uri, "--no-progress"])
+    assert bad.exit_code != 0
+    statuses = sorted(r.info.status for r in runs())
+    assert statuses == ["FAILED", "FINISHED", "FINISHED"], statuses

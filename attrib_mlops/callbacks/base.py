@@ -271,13 +271,14 @@ class AttributionMonitor:
                 from ..tracking.logged_models import create_checkpoint_model
 
                 model_id = create_checkpoint_model(self._client, self.run_id, step, checkpoint)
+            # the cost travels with the step (spooled with it in an outage), so it is logged exactly once
             summary = self._writer.log_step(
-                step, results, model=self.model_name, offline=not online, model_id=model_id
+                step, results, model=self.model_name, offline=not online, model_id=model_id,
+                extra_metrics={"attrib/cost_seconds": cost},
             )
             self._pending.pop(0)
-            if summary.logged:
-                self._log_cost(step, cost)
-            else:
+            self.costs.append(cost)
+            if not summary.logged:
                 online = False
 
     def _targets(self) -> list[str] | None:
@@ -287,17 +288,6 @@ class AttributionMonitor:
         if any(t is not None for t in targets):
             raise InputError("either every probe sample has a target or none has (then continuations are generated)")
         return None
-
-    def _log_cost(self, step: int, cost: float) -> None:
-        self.costs.append(cost)
-        try:
-            from mlflow.entities import Metric
-
-            self._client.log_batch(
-                self.run_id, metrics=[Metric("attrib/cost_seconds", cost, int(time.time() * 1000), step)]
-            )
-        except Exception as e:  # noqa: BLE001 - the cost metric is informative only
-            logger.debug("could not log attrib/cost_seconds for step %d: %s", step, e)
 
     def close(self, status: str | None = None) -> None:
         """Upload anything kept locally; end the run if we created it.

@@ -12,10 +12,11 @@ messages with :data:`err_console`; :func:`metrics_table` renders mean metrics.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -26,8 +27,8 @@ from rich.table import Table
 
 from ..errors import AttribError
 
-__all__ = ["app", "console", "err_console", "cli_errors", "fail", "metrics_table", "table_metrics", "EXIT_USER_ERROR",
-           "VerboseOpt"]
+__all__ = ["app", "console", "err_console", "cli_errors", "sigterm_as_interrupt", "fail", "metrics_table",
+           "table_metrics", "EXIT_USER_ERROR", "VerboseOpt"]
 
 #: Exit code of a user-actionable error (bad spec, bad input, unloadable model).
 EXIT_USER_ERROR = 2
@@ -111,6 +112,34 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value) -> None:
         pass
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C does (main thread only).
+
+    So a job killed by ``kill``, a scheduler or a container stop ends its MLflow run ``KILLED``
+    and keeps its cache, exactly as after Ctrl-C.
+
+    Example:
+        >>> with sigterm_as_interrupt():
+        ...     pass
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _setup_logging(verbose: bool) -> None:

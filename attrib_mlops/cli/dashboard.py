@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Annotated, Any
 
 import typer
@@ -66,7 +68,32 @@ def dashboard_cmd(
                       f"{escape(tracking_uri or 'the default tracking store')}", soft_wrap=True)
     else:
         err_console.print(f"[yellow]warning:[/yellow] {escape(check.error)}", soft_wrap=True)
+    in_use = f"port {port} on {address} is already in use (another dashboard?); pick a free one with --port"
+    if not _port_free(address, port):
+        raise fail(in_use)
     console.print(f"dashboard at http://{escape(address)}:{port}/ (Ctrl+C to stop)", soft_wrap=True)
     auth: dict[str, Any] = {"basic_auth": basic_auth, "cookie_secret": cookie_secret} if basic_auth else {}
-    serve(tracking_uri, port=port, address=address, allow_websocket_origin=allow_websocket_origin or None,
-          show=show, refresh_seconds=refresh, warm_up=False, verbose=False, **auth)
+    try:
+        serve(tracking_uri, port=port, address=address, allow_websocket_origin=allow_websocket_origin or None,
+              show=show, refresh_seconds=refresh, warm_up=False, verbose=False, **auth)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:  # taken between the check and the bind
+            raise fail(in_use) from None
+        raise
+
+
+def _port_free(address: str, port: int) -> bool:
+    """True when ``address:port`` can be bound now (as the server will, with SO_REUSEADDR)."""
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return True  # let the server report an unknown address itself
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(sockaddr)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    return False
+    return True

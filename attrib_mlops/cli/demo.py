@@ -14,8 +14,15 @@ from .app import VerboseOpt, app, cli_errors, console
 @cli_errors
 def demo_cmd(
     store: Annotated[
-        Path, typer.Option("--store", help="Folder for the MLflow store (mlflow.db, artifacts) and checkpoints.")
-    ] = Path("attrib-demo"),
+        Path | None,
+        typer.Option("--store", help="Folder for the local MLflow store (mlflow.db, artifacts) and checkpoints "
+                     "[default: attrib-demo]."),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option("--tracking-uri", help="Log to this MLflow tracking URI. Default: MLFLOW_TRACKING_URI when "
+                     "set and --store is not given, else the local store in --store."),
+    ] = None,
     steps: Annotated[int, typer.Option("--steps", min=10, help="Training steps per run.")] = 800,
     log_every: Annotated[
         int, typer.Option("--log-every", min=1, help="Attribute the probe set every N steps.")
@@ -26,11 +33,16 @@ def demo_cmd(
 ) -> None:
     """Train two tiny models on a synthetic key-value task with attribution tracked in MLflow.
 
-    Everything runs locally (no network): a tiny GPT-2 is fine-tuned with the HF Trainer while the AttributionCallback attributes a fixed probe set every --log-every steps. The second run learns a shortcut (a spurious hint cue), so the two runs reach similar accuracy but attribute differently. Then prints how to open the MLflow UI and the dashboard.
+    Logs to --tracking-uri, else MLFLOW_TRACKING_URI (unless --store is given), else a local store in attrib-demo/. Everything runs locally (no network): a tiny GPT-2 is fine-tuned with the HF Trainer while the AttributionCallback attributes a fixed probe set every --log-every steps. The second run learns a shortcut (a spurious hint cue), so the two runs reach similar accuracy but attribute differently. Then prints how to open the MLflow UI and the dashboard.
     """  # noqa: E501
     from ..demo_runner import EXPERIMENT, DemoConfig, run_demo
 
-    cfg = DemoConfig(store=store, max_steps=steps, log_every=log_every)
+    import os
+
+    if tracking_uri is None and store is None:
+        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or None  # MLflow's own convention
+    cfg = DemoConfig(store=store or Path("attrib-demo"), max_steps=steps, log_every=log_every,
+                     tracking_uri_override=tracking_uri)
     if quick:
         cfg.max_steps, cfg.log_every = 240, 60
     out = run_demo(cfg, progress=progress)

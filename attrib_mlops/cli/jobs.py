@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .app import VerboseOpt, app, cli_errors, console, metrics_table
+from .app import VerboseOpt, app, cli_errors, console, metrics_table, sigterm_as_interrupt
 from .executor_options import (
     CpusPerWorkerOpt,
     ExecutorOpt,
@@ -86,7 +86,7 @@ def run_cmd(
     from ..jobs.executor_choice import open_executor
 
     choice = executor_choice(executor, ray_address, ray_workers, cpus_per_worker, gpus_per_worker)
-    with open_executor(choice, ResultCache(spec.cache_dir) if spec.cache_dir else None) as ex:  # connects first
+    with sigterm_as_interrupt(), open_executor(choice, ResultCache(spec.cache_dir) if spec.cache_dir else None) as ex:
         outcome = run_job(spec, sinks=sinks, progress=progress, executor=ex if choice.name != "local" else None)
     rows = [
         {"model": p.model, "method": p.method, "computed": p.computed, "cached": p.cached, "metrics": p.metrics}
@@ -219,7 +219,7 @@ def backfill_cmd(
 
     probe_set = ProbeSet.from_spec(probe) if probe else None
     choice = executor_choice(executor, ray_address, ray_workers, cpus_per_worker, gpus_per_worker)
-    with open_executor(choice) as ex:  # a Ray cluster is reached before any run is created
+    with sigterm_as_interrupt(), open_executor(choice) as ex:  # Ray is reached before any run is created
         out = backfill(
             checkpoints,
             run_id=run_id,

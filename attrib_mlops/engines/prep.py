@@ -126,13 +126,27 @@ def load_model_and_tokenizer(
         else:
             raise InputError("no tokenizer given and the model does not name a local folder to load one from")
     if isinstance(tokenizer, (str, os.PathLike)):
+        where = str(tokenizer)
         try:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), trust_remote_code=options.trust_remote_code)
         except Exception as e:  # noqa: BLE001
             raise ModelLoadError(f"could not load tokenizer '{tokenizer}': {type(e).__name__}: {e}") from e
+        _require_vocabulary(tokenizer, where)
     return model, tokenizer, str(model_ref)
+
+
+def _require_vocabulary(tokenizer: Any, where: str) -> None:
+    """Fail when a loaded tokenizer is empty (transformers builds one from a folder without tokenizer files)."""
+    try:
+        empty = len(tokenizer) <= 1 or not _ids(tokenizer, "a b c 1 2 3")
+    except Exception:  # noqa: BLE001 - an unusual tokenizer: let encoding report its own errors
+        return
+    if empty:
+        raise ModelLoadError(f"the tokenizer of '{where}' is missing: the folder has no tokenizer files "
+                             "(tokenizer.json, vocab/merges); save the tokenizer there or pass its folder or hub id "
+                             "as the tokenizer")
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:

@@ -272,7 +272,8 @@ def run_job(
         :class:`JobOutcome` with computed/cached counts per pair and mean metrics.
 
     Raises:
-        SpecError, InputError, ModelLoadError, ...: every sink gets ``end("FAILED")`` first.
+        SpecError, InputError, ModelLoadError, ...: every sink gets ``end("FAILED")`` first
+        (``end("KILLED")`` on ``KeyboardInterrupt``: Ctrl-C, or SIGTERM in ``attrib-mlops run``).
         Results of finished batches stay in the cache; re-running resumes.
     """
     from ..analysis.summary import summarize_results
@@ -325,10 +326,10 @@ def run_job(
             finally:
                 ctx.executor.release(mspec.name)
     except BaseException as e:
-        outcome.status = "FAILED"
+        outcome.status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"  # Ctrl-C or SIGTERM
         for s in started:
             try:
-                s.end("FAILED")
+                s.end(outcome.status)
             except Exception:  # noqa: BLE001 - never mask the original error
                 logger.exception("sink %r failed to end", s)
         ctx.progress.emit(f"failed: {e}", status="failed", error=str(e) or type(e).__name__)

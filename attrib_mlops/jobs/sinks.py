@@ -31,7 +31,8 @@ class ResultSink(Protocol):
     Call order: ``begin`` once, then ``write`` once per (model, method) pair as soon as
     that pair is complete (results in probe-set order, cached ones included; a sink must
     treat a repeated pair as a replacement), then ``end`` once, also when the job fails
-    (``status="FAILED"``; the exception is re-raised after all sinks ended). Results of an
+    (``status="FAILED"``, or ``"KILLED"`` when interrupted; the exception is re-raised after
+    all sinks ended). Results of an
     attribution kind other than the token matrix arrive as that kind's result objects.
     """
 
@@ -41,7 +42,7 @@ class ResultSink(Protocol):
     def write(self, model_name: str, method: str, results: list[Any]) -> None:
         """All results of one (model, method) pair."""
 
-    def end(self, status: Literal["FINISHED", "FAILED"]) -> None:
+    def end(self, status: Literal["FINISHED", "FAILED", "KILLED"]) -> None:
         """The job is over."""
 
 
@@ -110,7 +111,7 @@ class StepSink:
             self.logged_steps.append(step)
             del self._pending[model_name]
 
-    def end(self, status: Literal["FINISHED", "FAILED"]) -> None:
+    def end(self, status: Literal["FINISHED", "FAILED", "KILLED"]) -> None:
         if self.run_id is None:
             return
         try:

@@ -138,7 +138,7 @@ class LocalFolderSink:
         self._write_summary()
         self._write_manifest()
 
-    def end(self, status: Literal["FINISHED", "FAILED"]) -> None:
+    def end(self, status: Literal["FINISHED", "FAILED", "KILLED"]) -> None:
         self._manifest["status"] = status
         self._manifest["finished"] = now_iso()
         self._write_manifest()

@@ -5,7 +5,10 @@ the job's name). Every model of the job is stored under its own name at step 0
 (``attribution/steps/0000000000/<model>/<method>.parquet``), so one run holds
 the whole models x methods x samples grid and the dashboard's compare view can
 put two models side by side. Run status follows the job: RUNNING while it
-runs, FINISHED or FAILED at the end. The job spec is logged as
+runs, FINISHED, FAILED or KILLED (interrupted) at the end. The run carries the
+job's content key (tag ``attrib_mlops.job.key``): running the same job again
+continues that run, and older runs of it left RUNNING (a killed process) are
+marked KILLED. The job spec is logged as
 ``attribution/job/spec.json`` and its scalar settings as params.
 
 When the job has two or more models attributed on the same teacher-forced
@@ -38,7 +41,7 @@ from .writer import AttributionWriter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MlflowJobSink", "model_differences"]
+__all__ = ["MlflowJobSink", "model_differences", "job_run_key", "JOB_KEY_TAG"]
 
 
 #: Per pair of models and method: the logged drift metrics of the registry, then the mean |A1 - A2| of the cells.
@@ -71,6 +74,23 @@ def model_differences(a: list[AttributionResult], b: list[AttributionResult], k:
     return out
 
 
+#: Tag holding a job run's content key (:func:`job_run_key`): a re-run of the same job continues that run.
+JOB_KEY_TAG = "attrib_mlops.job.key"
+
+
+def job_run_key(spec: dict[str, Any], probe_fingerprint: str) -> str:
+    """Content key of a job's MLflow run: the spec (without its local folders) and the probe set.
+
+    Example:
+        >>> job_run_key({"name": "j", "output_dir": "a"}, "fp") == job_run_key({"name": "j", "output_dir": "b"}, "fp")
+        True
+    """
+    from .._util import content_hash
+
+    body = {k: v for k, v in spec.items() if k not in ("output_dir", "cache_dir")}
+    return content_hash({"job": body, "probe": probe_fingerprint})
+
+
 class MlflowJobSink:
     """A :class:`~attrib_mlops.job.ResultSink` writing one MLflow run per job.
 
@@ -97,12 +117,15 @@ class MlflowJobSink:
     def begin(self, job: Any, probe_set: Any) -> None:
         from .runs import get_or_create_run
 
-        self.run_id = get_or_create_run(
-            client=self.client, experiment=self.experiment or job.name, run_name=job.name,
-            tags={"attrib_mlops.kind": "job", "attrib_mlops.job.targets": str(job.targets)},
-        ).run_id
-        self._job = job
         spec = job.to_dict()
+        key = job_run_key(spec, probe_set.fingerprint)
+        self.run_id = self._adopt(self.experiment or job.name, key)
+        if self.run_id is None:
+            self.run_id = get_or_create_run(
+                client=self.client, experiment=self.experiment or job.name, run_name=job.name,
+                tags={"attrib_mlops.kind": "job", "attrib_mlops.job.targets": str(job.targets), JOB_KEY_TAG: key},
+            ).run_id
+        self._job = job
         params = {
             "job.models": ",".join(m.name for m in job.models),
             "job.methods": ",".join(job.methods),
@@ -124,6 +147,29 @@ class MlflowJobSink:
         self._gt = {s.id: s.ground_truth for s in probe_set if s.ground_truth}
         self._writer.log_probe_set(probe_set)
         logger.info("logging job %r to MLflow run %s (%s)", job.name, self.run_id, self.tracking_uri)
+
+    def _adopt(self, experiment: str, key: str) -> str | None:
+        """The run of an earlier attempt at the same job (same content key), set RUNNING again; else None.
+
+        The newest such run is continued (whatever its status: a re-run after a kill, a crash or a
+        finished run); older ones still RUNNING (stale, e.g. after SIGKILL) are marked KILLED.
+        """
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            return None
+        runs = self.client.search_runs([exp.experiment_id], filter_string=f"tags.`{JOB_KEY_TAG}` = '{key}'",
+                                       order_by=["attributes.start_time DESC"], max_results=50)
+        if not runs:
+            return None
+        for stale in runs[1:]:
+            if stale.info.status == "RUNNING":
+                logger.info("marking stale run %s of the same job KILLED", stale.info.run_id)
+                self.client.set_terminated(stale.info.run_id, "KILLED")
+        run_id = runs[0].info.run_id
+        if runs[0].info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+        logger.info("continuing MLflow run %s of the same job (status was %s)", run_id, runs[0].info.status)
+        return run_id
 
     def write(self, model_name: str, method: str, results: list[AttributionResult]) -> None:
         self._results[(model_name, method)] = list(results)

@@ -26,14 +26,18 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from attrib_mlops.errors import InputError
 
-__all__ = ["RunHandle", "DEFAULT_EXPERIMENT", "resolve_tracking_uri", "get_or_create_experiment", "get_or_create_run"]
+__all__ = ["RunHandle", "DEFAULT_EXPERIMENT", "resolve_tracking_uri", "sqlite_artifact_location",
+           "get_or_create_experiment", "get_or_create_run"]
 
 #: Experiment of a run created without an experiment name (and no ``MLFLOW_EXPERIMENT_NAME``).
 DEFAULT_EXPERIMENT = "attrib-mlops"
@@ -69,8 +73,32 @@ def resolve_tracking_uri(tracking_uri: str | None = None, client: Any = None) ->
     return mlflow.get_tracking_uri()
 
 
+def sqlite_artifact_location(tracking_uri: str | None, experiment: str) -> str | None:
+    """``<folder of the database>/mlartifacts/<experiment>`` for a ``sqlite:///`` file URI, else None.
+
+    Example:
+        >>> sqlite_artifact_location("sqlite:////data/mlflow.db", "demo")
+        '/data/mlartifacts/demo'
+        >>> sqlite_artifact_location("http://127.0.0.1:5000", "demo") is None
+        True
+    """
+    if not tracking_uri or not str(tracking_uri).startswith("sqlite:///"):
+        return None
+    db = str(tracking_uri)[len("sqlite:///"):].split("?", 1)[0]
+    if not db or db.startswith(":memory:"):
+        return None
+    folder = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "experiment"
+    if folder != experiment:  # keep names that differ only in replaced characters apart
+        folder = f"{folder}-{hashlib.sha256(experiment.encode('utf-8')).hexdigest()[:8]}"
+    return str(Path(db).resolve().parent / "mlartifacts" / folder)
+
+
 def get_or_create_experiment(client: Any, name: str, *, artifact_location: str | None = None) -> str:
     """Id of the experiment ``name``, created (with ``artifact_location`` if given) when missing.
+
+    On a SQLite store, an experiment created without ``artifact_location`` keeps its artifacts
+    beside the database file (:func:`sqlite_artifact_location`), not in ``./mlruns`` of
+    whatever folder the process started in, so the store stays self-contained.
 
     A concurrent creation by another process is tolerated (the existing experiment is returned).
     """
@@ -79,6 +107,8 @@ def get_or_create_experiment(client: Any, name: str, *, artifact_location: str |
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
+    if artifact_location is None:
+        artifact_location = sqlite_artifact_location(getattr(client, "tracking_uri", None), name)
     try:
         if artifact_location is not None:
             return client.create_experiment(name, artifact_location=artifact_location)

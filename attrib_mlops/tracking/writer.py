@@ -206,6 +206,7 @@ class AttributionWriter:
         *,
         model_id: str | None = None,
         offline: bool = False,
+        extra_metrics: Mapping[str, float] | None = None,
     ) -> StepSummary:
         """Compute metrics, stage and upload one step of one model (all its methods).
 
@@ -220,6 +221,8 @@ class AttributionWriter:
             model_id: MLflow LoggedModel id for the metrics (default: the writer's).
             offline: the caller knows the server is unreachable (e.g. a failed health
                 check): stage the step in the spool without any network request.
+            extra_metrics: ``{MLflow metric key: value}`` logged at ``step`` with the step's own
+                metrics (e.g. ``attrib/cost_seconds``): spooled with it, committed exactly once.
 
         Returns:
             :class:`StepSummary`; ``logged`` is False when the step stayed in the spool.
@@ -281,6 +284,9 @@ class AttributionWriter:
         if section.get("agreement"):
             summary.agreement = section["agreement"]
         metrics = self._metric_records(kind, step, model, section, model_id or self.model_id)
+        metrics += [{"key": str(k), "value": float(v), "timestamp": int(time.time() * 1000), "step": step,
+                     "model_id": model_id or self.model_id, "method": None}
+                    for k, v in (extra_metrics or {}).items() if v is not None and math.isfinite(v)]
         summary.mlflow_metrics = {m["key"]: m["value"] for m in metrics}
         entry = self._stage(kind, step, model, groups, section, metrics)
         summary.spool_path = entry

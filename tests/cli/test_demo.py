@@ -52,3 +52,25 @@ def test_demo_end_to_end(tmp_path):
         assert parser.external == []
         assert "Bokeh" in page and "k" in page
         assert (store / "checkpoints").is_dir()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["env", "option"])
+def test_demo_honours_the_tracking_uri(tmp_path, monkeypatch, how):
+    """Issue 9 item 11: MLFLOW_TRACKING_URI (MLflow's convention) or --tracking-uri, else the local store."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
+    (tmp_path / "elsewhere").mkdir()
+    args = ["demo", "--steps", "10", "--log-every", "10", "--no-progress"]
+    if how == "env":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    else:
+        args += ["--tracking-uri", uri]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert uri in " ".join(res.output.split())
+    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name("attrib-mlops-demo")
+    runs = MlflowClient(tracking_uri=uri).search_runs([exp.experiment_id])
+    assert sorted(r.data.tags["attrib_mlops.demo"] for r in runs) == ["clean", "shortcut"]
+    assert AttributionReader(uri).steps(runs[0].info.run_id) == [10]
+    assert not (tmp_path / "attrib-demo" / "mlflow.db").exists()

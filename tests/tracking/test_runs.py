@@ -66,3 +66,36 @@ def test_context_tags_like_start_run(uri):
     tags = MlflowClient(uri).get_run(h.run_id).data.tags
     assert tags["mlflow.runName"] == "ctx" and tags["mine"] == "1"
     assert "mlflow.user" in tags and "mlflow.source.type" in tags
+
+
+def test_sqlite_experiments_keep_artifacts_beside_the_database(tmp_path, monkeypatch, tiny_dir):
+    """Issue 9 item 10: a SQLite store is self-contained, wherever the process started."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from attrib_mlops.cli import app
+
+    store, elsewhere = tmp_path / "store", tmp_path / "elsewhere"
+    store.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    uri = f"sqlite:///{store}/mlflow.db"
+    h = get_or_create_run(tracking_uri=uri, experiment="a/b c")
+    exp = h.client.get_experiment(h.experiment_id)
+    assert exp.artifact_location.startswith(str(store / "mlartifacts"))
+    given = get_or_create_experiment(MlflowClient(tracking_uri=uri), "given", artifact_location=str(tmp_path / "x"))
+    assert MlflowClient(tracking_uri=uri).get_experiment(given).artifact_location.endswith(str(tmp_path / "x"))
+
+    samples = tmp_path / "s.json"
+    samples.write_text(json.dumps([{"id": "a", "prompt": "w1 w2", "target": " w3"}]))
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({"name": "selfcontained", "models": [{"name": "tiny", "ref": str(tiny_dir)}],
+                                   "methods": ["saliency"], "samples": {"source": str(samples)},
+                                   "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache")}))
+    res = CliRunner().invoke(app, ["run", str(job), "--no-progress", "--tracking-uri", uri])
+    assert res.exit_code == 0, res.output
+    assert not (elsewhere / "mlruns").exists() and not (elsewhere / "mlartifacts").exists()
+    stored = list((store / "mlartifacts" / "selfcontained").rglob("*.parquet"))
+    assert stored, "the job's artifacts are beside the database"

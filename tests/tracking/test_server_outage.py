@@ -118,6 +118,14 @@ def test_training_survives_server_outage(server, tiny, tmp_path):
         assert [r.sample_id for r in res] == ["a", "b"]
     hist = client.get_metric_history(run_id, "attrib/saliency/mean_probability")
     assert sorted(m.step for m in hist) == [2, 4, 5, 6]  # no duplicates
+    # issue 9 item 8: every metric of a spooled step arrives exactly once, the cost included
+    cost = client.get_metric_history(run_id, "attrib/cost_seconds")
+    assert sorted(m.step for m in cost) == [2, 4, 5, 6]
+    assert all(m.value > 0 for m in cost)
+    logged = client.get_run(run_id).data.metrics
+    for key in logged:  # no metric twice at a step (drift metrics start at the second step)
+        steps = [m.step for m in client.get_metric_history(run_id, key)]
+        assert len(steps) == len(set(steps)) and set(steps) <= {2, 4, 5, 6}, key
     leftover = [p for p in (tmp_path / "spool" / run_id).rglob("entry.json")]
     assert leftover == [], "the spool is empty once everything is uploaded"
 

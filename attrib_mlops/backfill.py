@@ -116,7 +116,7 @@ def backfill(
     try:
         out = _backfill_into(handle, ckpts, done, probe_set, checkpoints_dir=checkpoints_dir, methods=methods,
                              engine=engine, options=options, tokenizer=tokenizer, model_name=model_name,
-                             progress=progress, spool_dir=spool_dir)
+                             progress=progress, spool_dir=spool_dir, executor=executor)
         status = "FINISHED"
         return out
     except KeyboardInterrupt:
@@ -129,7 +129,8 @@ def backfill(
 
 def _backfill_into(handle: Any, ckpts: list[tuple[int, Path]], done: set[int], probe_set: Any, *,
                    checkpoints_dir: str | Path, methods: Sequence[str], engine: str, options: dict | None,
-                   tokenizer: Any, model_name: str, progress: bool, spool_dir: Any) -> dict[str, Any]:
+                   tokenizer: Any, model_name: str, progress: bool, spool_dir: Any,
+                   executor: Any = None) -> dict[str, Any]:
     """Attribute the checkpoints not in ``done`` into the run of ``handle``."""
     from .jobs import JobSpec, LocalExecutor, StepSink, run_job
     from .jobs.executor import ModelLoader

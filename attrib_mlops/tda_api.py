@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model_refs import resolve_model_ref
-from .training_data.checkpoints import set_uri_resolver
-
 __all__ = ["build_training_index", "attribute_training_data", "compare_continuations"]
 
-set_uri_resolver(resolve_model_ref)  # checkpoints given as MLflow URIs are downloaded by the one model loader
+
+def _install_uri_resolver() -> None:
+    """Checkpoints given as MLflow URIs are downloaded by the one model loader (:mod:`attrib_mlops.model_refs`)."""
+    from .model_refs import resolve_model_ref
+    from .training_data.checkpoints import set_uri_resolver
+
+    set_uri_resolver(resolve_model_ref)
 
 
 def build_training_index(checkpoints: Any, tokenizer: Any, train_data: Any, learning_rates: Any = None,
@@ -42,6 +45,7 @@ def build_training_index(checkpoints: Any, tokenizer: Any, train_data: Any, lear
         >>> index = attrib_mlops.build_training_index("out/ckpts", None, ["a b", "b a"],  # doctest: +SKIP
         ...                                           learning_rates=1e-3, out_dir="out/index")
     """
+    _install_uri_resolver()
     from .training_data.builder import build_training_index as build
 
     return build(checkpoints, tokenizer, train_data, learning_rates, **options)
@@ -83,6 +87,7 @@ def attribute_training_data(index: Any, model: Any, tokenizer: Any, prompt: str,
         >>> [it["id"] for it in res.top(3)["positive"]]                                    # doctest: +SKIP
         ['canary-4', 'canary-1', 'canary-7']
     """
+    _install_uri_resolver()
     from .training_data.query import attribute_training_data as attribute
 
     idx = _index(index, options)
@@ -103,6 +108,7 @@ def compare_continuations(index: Any, model: Any, tokenizer: Any, prompt: str, u
         >>> [s["op"] for s in sbs.diff]                                                       # doctest: +SKIP
         ['replace']
     """
+    _install_uri_resolver()
     from .training_data.compare import compare_continuations as compare
 
     idx = _index(index, options)

@@ -233,10 +233,18 @@ print(json.dumps(out))
 
 @pytest.mark.slow
 def test_without_an_address_a_private_ray_stays_on_loopback(tmp_path):
+    import shutil
+    import tempfile
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(HOME=str(tmp_path), PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", _PRIVATE_RAY], capture_output=True, text=True, env=env,
-                          timeout=400)
+    ray_tmp = tempfile.mkdtemp(prefix="rayp-", dir="/tmp")  # Ray's session logs; short: socket paths are limited
+    env.update(HOME=str(tmp_path), RAY_TMPDIR=ray_tmp,
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PRIVATE_RAY], capture_output=True, text=True, env=env,
+                              timeout=400)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["node_ip"] == "127.0.0.1" and len(out["pids"]) == 1

@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -86,11 +87,12 @@ def main() -> None:
                 assert out.computed == args.samples * len(methods), out
                 outcomes[tag] = s["cache_dir"]
                 print(f"  run {i + 1} {tag:5s} {times[tag][-1]:7.1f} s", flush=True)
+        same = _same_cache(Path(outcomes["local"]), Path(outcomes["ray"]))
+        put_ms, read_ms, entry_kb = _driver_costs(Path(outcomes["ray"]), tmp / "cache-rewrite")
     finally:
         ex.close()
         cluster.stop()
-    same = _same_cache(Path(outcomes["local"]), Path(outcomes["ray"]))
-    put_ms, read_ms, entry_kb = _driver_costs(Path(outcomes["ray"]), tmp / "cache-rewrite")
+        shutil.rmtree(tmp, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     fig = {
         "local_threads": torch.get_num_threads(),

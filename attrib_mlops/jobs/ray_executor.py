@@ -51,7 +51,9 @@ import contextlib
 import gc
 import logging
 import os
+import secrets
 import socket
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -252,6 +254,11 @@ class RayExecutor:
         if cpus_per_worker < 0 or gpus_per_worker < 0:
             raise ExecutorError("cpus_per_worker and gpus_per_worker must not be negative")
         hp = _host_port(address) if address else None
+        if address is None and "ray" not in sys.modules and not os.environ.get("RAY_AUTH_MODE"):
+            # a private instance gets a private token, kept in the environment (nothing written to ~/.ray);
+            # Ray reads the mode when it is imported, so this must come first
+            os.environ["RAY_AUTH_MODE"] = "token"
+            os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
         self.ray = import_ray(loopback=address is None or (hp is not None and _is_loopback(hp[0])))
         self.address, self.workers, self.depth = address, workers, max(1, int(depth))
         self.cpus_per_worker, self.gpus_per_worker = float(cpus_per_worker), float(gpus_per_worker)
@@ -267,16 +274,13 @@ class RayExecutor:
     # ------------------------------------------------------------------ connection
     def _connect(self, timeout: float, num_cpus: int | None) -> None:
         ray = self.ray
+        if self.address is not None:
+            check_ray_address(self.address, timeout)
         if ray.is_initialized():
             return  # the caller's Ray session; it stays theirs
         kw: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
                               "configure_logging": False}
         if self.address is None:
-            if not os.environ.get("RAY_AUTH_MODE"):  # a private instance: a private token, no file in ~/.ray
-                import secrets
-
-                os.environ["RAY_AUTH_MODE"] = "token"
-                os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
             ray.init(address="local", include_dashboard=False, num_cpus=num_cpus, **kw)
             self._owns_ray = True
             ip = ray.util.get_node_ip_address()
@@ -287,7 +291,6 @@ class RayExecutor:
                     "before the executor could configure it; set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 in the "
                     "environment, or start a cluster and pass its address")
             return
-        check_ray_address(self.address, timeout)
         try:
             ray.init(address=self.address, **kw)
         except (ConnectionError, RuntimeError, ValueError) as e:

@@ -207,6 +207,54 @@ def test_cli_run_on_ray_writes_the_same_results(tiny_dir, job_files, local_refer
     _assert_same(load_local_results(tmp_path / "out"), local_reference)
 
 
+_PRIVATE_RAY = r"""
+import json, os, sys
+import psutil
+from attrib_mlops.jobs.ray_executor import RayExecutor
+ex = RayExecutor(workers=1, cpus_per_worker=0.5, num_cpus=1)  # no address: a private Ray in this process
+pids = ex.worker_pids()
+import ray
+procs = [psutil.Process()] + psutil.Process().children(recursive=True)
+socks = [c.laddr for p in procs for c in p.net_connections("tcp") if c.status == "LISTEN"]
+listening, ports = sorted({a.ip for a in socks}), sorted({a.port for a in socks})
+out = {"node_ip": ray.util.get_node_ip_address(), "listening": listening, "ports": ports, "pids": pids,
+       "usage_stats": os.environ.get("RAY_USAGE_STATS_ENABLED"), "auth": os.environ.get("RAY_AUTH_MODE")}
+ex.close()
+def running(p):
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+_gone, alive = psutil.wait_procs(procs[1:], timeout=30)
+out["after_close"] = [p.pid for p in alive if running(p)]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_without_an_address_a_private_ray_stays_on_loopback(tmp_path):
+    import shutil
+    import tempfile
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    ray_tmp = tempfile.mkdtemp(prefix="rayp-", dir="/tmp")  # Ray's session logs; short: socket paths are limited
+    env.update(HOME=str(tmp_path), RAY_TMPDIR=ray_tmp,
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PRIVATE_RAY], capture_output=True, text=True, env=env,
+                              timeout=400)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["node_ip"] == "127.0.0.1" and len(out["pids"]) == 1
+    assert out["listening"] and all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip in out["listening"]), out
+    assert 8265 not in out["ports"]  # no dashboard
+    assert out["usage_stats"] == "0" and out["auth"] == "token"
+    assert not (tmp_path / ".ray").exists()  # the private token lives in the environment, not in ~/.ray
+    assert out["after_close"] == []  # close() stopped every process it started
+
+
 def test_unreachable_ray_address_fails_fast_and_writes_nothing(tiny_dir, tmp_path):
     from attrib_mlops.jobs.ray_cluster import free_port, loopback_env
 

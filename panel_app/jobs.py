@@ -92,7 +92,7 @@ def parse_models(text: str) -> list[tuple[str, str]]:
             if not (p / "config.json").is_file():
                 raise InputError(f"model folder {ref!r} has no config.json; expected a saved transformers model")
             ref = str(p.resolve())
-        out.append((name or _model_name(ref), ref))
+        out.append((_safe_name(name, 'model') if name else _model_name(ref), ref))  # names name folders
     if not out:
         raise InputError("no model given; enter one model per line (a local folder or a runs:/ / models:/ URI)")
     names = [n for n, _ in out]

@@ -83,3 +83,23 @@ def ray_cluster():
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Debian Chromium per test session (Playwright's sync API allows one driver per process)."""
+    if not os.path.exists(CHROMIUM):
+        # a missing browser must not turn the browser tests into silent skips
+        pytest.fail(f"Debian's Chromium is not installed at {CHROMIUM}: run `bash scripts/install.sh test` "
+                    "(it runs apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

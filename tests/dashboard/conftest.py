@@ -26,9 +26,6 @@ N_SAMPLES = 4
 # float16 storage: every stored value lies within 2.5e-4 * max|A| of the float32 one (see columnar.py)
 REL_TOL = 1e-3
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 
 
 def free_port() -> int:
@@ -191,17 +188,3 @@ def fast_fail_http(monkeypatch):
     """MLflow gives up on an unreachable server at once."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    if not os.path.exists(CHROMIUM):
-        # a missing browser must not turn the browser tests into silent skips
-        pytest.fail(f"Debian's Chromium is not installed at {CHROMIUM}: run `bash scripts/install.sh test` "
-                    "(it runs apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()

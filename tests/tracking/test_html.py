@@ -194,19 +194,13 @@ _SCAN_JS = """
 
 
 @pytest.mark.browser
-def test_view_written_by_the_writer_shows_payloads_as_text_in_chromium(tmp_path):
+def test_view_written_by_the_writer_shows_payloads_as_text_in_chromium(tmp_path, chromium):
     """view.html (what the MLflow UI shows inline), written by AttributionWriter with script payloads in
     every name and text: opened in Chromium, hovered and switched between samples, nothing runs or loads."""
-    import os
-
     from mlflow.tracking import MlflowClient
-    from playwright.sync_api import sync_playwright
 
     from attrib_mlops.tracking import AttributionWriter
 
-    chromium = "/usr/bin/chromium"
-    if not os.path.exists(chromium):
-        pytest.fail("Debian's Chromium is not installed at /usr/bin/chromium: run `bash scripts/install.sh test`")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.create_experiment(_evil("experiment"), artifact_location=str(tmp_path / "art"))
     run = client.create_run(exp, run_name=_evil("run")).info.run_id
@@ -222,40 +216,38 @@ def test_view_written_by_the_writer_shows_payloads_as_text_in_chromium(tmp_path)
     views = list((tmp_path / "art").rglob("view.html"))
     assert len(views) == 1, views
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            dialogs, outside, errors = [], [], []
-            page.add_init_script(_INIT_JS)
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.on("request", lambda r: outside.append(r.url) if r.url.startswith(("http:", "https:")) else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(views[0].as_uri())
-            page.locator(".bk-Canvas").first.wait_for()
-            tips = []
-            box = page.locator(".bk-Canvas").first.bounding_box()
-            grid = [(fx / 10, fy / 10) for fy in range(9, 2, -1) for fx in range(9, 3, -1)]
-            for fx, fy in grid:
-                if len(tips) >= 3:
-                    break
-                page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy, steps=2)
-                tip = page.locator(".bk-tooltip-content:visible")
-                try:
-                    tip.first.wait_for(timeout=250)
-                    tips += tip.all_inner_texts()
-                except Exception:  # noqa: BLE001 - not over a cell
-                    continue
-            assert any(m in t for t in tips for m in ("<img src=x", "<script>", "<svg", "$$", "![m](")), tips
-            page.locator("select").first.select_option(index=1)  # the sample picker swaps tokens into the axes
-            page.wait_for_timeout(500)
-            page.locator("select").first.select_option(index=0)
-            page.wait_for_timeout(500)
-            pwned = page.evaluate("() => window.__pwned")
-            found = page.evaluate(_SCAN_JS)
-            visible = page.locator("body").inner_text()
-        finally:
-            browser.close()
+    page = chromium.new_page(viewport={"width": 1300, "height": 1000})
+    try:
+        dialogs, outside, errors = [], [], []
+        page.add_init_script(_INIT_JS)
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.on("request", lambda r: outside.append(r.url) if r.url.startswith(("http:", "https:")) else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(views[0].as_uri())
+        page.locator(".bk-Canvas").first.wait_for()
+        tips = []
+        box = page.locator(".bk-Canvas").first.bounding_box()
+        grid = [(fx / 10, fy / 10) for fy in range(9, 2, -1) for fx in range(9, 3, -1)]
+        for fx, fy in grid:
+            if len(tips) >= 3:
+                break
+            page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy, steps=2)
+            tip = page.locator(".bk-tooltip-content:visible")
+            try:
+                tip.first.wait_for(timeout=250)
+                tips += tip.all_inner_texts()
+            except Exception:  # noqa: BLE001 - not over a cell
+                continue
+        assert any(m in t for t in tips for m in ("<img src=x", "<script>", "<svg", "$$", "![m](")), tips
+        page.locator("select").first.select_option(index=1)  # the sample picker swaps tokens into the axes
+        page.wait_for_timeout(500)
+        page.locator("select").first.select_option(index=0)
+        page.wait_for_timeout(500)
+        pwned = page.evaluate("() => window.__pwned")
+        found = page.evaluate(_SCAN_JS)
+        visible = page.locator("body").inner_text()
+    finally:
+        page.close()
     assert not dialogs and not pwned and not found, (dialogs, pwned, found)
     assert not outside and not errors, (outside, errors)
     assert "<img src=x onerror=__pw.tok>" in visible and "__pw.model" in visible  # shown, as text

@@ -20,7 +20,6 @@ AT2's features are read with every position in place). Figures are printed
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from attrib_mlops import attribute_sources, train_source_estimator

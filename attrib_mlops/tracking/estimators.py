@@ -12,7 +12,8 @@ carries:
 * params: architecture (``model_type``, ``n_layers``, ``n_heads``), ``n_examples``, ``n_masks``, ``seed``;
 * metrics (logged on the run, linked to the model, at ``step``): the held-out quality,
   ``attrib/at2/<name>`` for ``lds``, ``lds_attention``, ``lds_surrogate``, ``pearson``,
-  ``pearson_attention``, ``top1_agreement``, ``train_pearson``.
+  ``pearson_attention``, ``top1_agreement``, ``train_pearson`` and the top-k drops
+  ``topk_drop_<k>``, ``topk_drop_<k>_attention``, ``topk_drop_<k>_surrogate``.
 
 Its URI is ``models:/<model_id>``. Servers without the LoggedModel API (or
 ``as_logged_model=False``) get the folder as run artifacts under
@@ -161,17 +162,26 @@ def log_estimator(
             client.log_artifacts(run_id, str(folder), artifact_path=f"{RUN_ARTIFACT_DIR}/{name}")
             client.set_tag(run_id, f"{_TAG}at2_estimator.{name}", str(step if step is not None else ""))
             uri = f"runs:/{run_id}/{RUN_ARTIFACT_DIR}/{name}"
-    quality = estimator.quality
     now = int(time.time() * 1000)
-    metrics = []
-    for key in QUALITY_METRICS:
-        v = quality.get(key)
-        if isinstance(v, (int, float)) and v == v:  # finite numbers only (NaN != NaN)
-            kwargs = {"model_id": model_id} if model_id else {}
-            metrics.append(Metric(metric_name(key), float(v), now, int(step or 0), **kwargs))
+    kwargs = {"model_id": model_id} if model_id else {}
+    metrics = [Metric(metric_name(key), v, now, int(step or 0), **kwargs) for key, v in quality_metrics(estimator)]
     if metrics:
         client.log_batch(run_id, metrics=metrics)
     return LoggedEstimator(uri=uri, run_id=run_id, name=name, model_id=model_id, step=step)
+
+
+def quality_metrics(estimator: Any) -> list[tuple[str, float]]:
+    """``(name, value)`` of the estimator's finite quality numbers; top-k drops as ``topk_drop_<k>``."""
+    out = []
+    for key, v in estimator.quality.items():
+        if key in QUALITY_METRICS and isinstance(v, (int, float)) and v == v:  # NaN != NaN
+            out.append((key, float(v)))
+        elif key.startswith("topk_drop") and isinstance(v, dict):
+            for k, d in v.items():
+                if isinstance(d, (int, float)) and d == d:
+                    scorer = key[len("topk_drop"):]  # "" or "_attention" / "_surrogate"
+                    out.append((f"topk_drop_{k}{scorer}", float(d)))
+    return out
 
 
 def download_estimator(uri: str, dst: str | os.PathLike | None = None) -> Path:

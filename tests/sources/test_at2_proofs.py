@@ -47,7 +47,7 @@ def _judge(name, model, tok, train, probes, truth):
     est = train_source_estimator(model, tok, [r["prompt"] for r in train], [r["target"] for r in train],
                                  [r["sources"] for r in train], **AT2)
     P, T, S = [r["prompt"] for r in probes], [r["target"] for r in probes], [r["sources"] for r in probes]
-    ab = attribute_sources(model, tok, P, T, S, ablation="mask", topk=(1,), n_random=2)
+    ab = attribute_sources(model, tok, P, T, S, ablation="mask", topk=())
     at2 = attribute_sources(model, tok, P, T, S, method="at2", estimator=est)
     naive = attribute_sources(model, tok, P, T, S, method="attention")
     ex = examples_from_ablations(ab)
@@ -61,7 +61,14 @@ def _judge(name, model, tok, train, probes, truth):
               f"top1=surrogate {row['top1_agreement']:.2f}  hit@1 {hits[k]:.2f}")
     print(f"{name:28s} paired LDS on all {ex[0].all_masks()[0].shape[0]} masks: AT2 {pair['lds_a']:.3f} vs "
           f"naive {pair['lds_b']:.3f}, diff {pair['diff']:+.3f} +- {pair['diff_se']:.3f} (SE), AT2 higher on "
-          f"{pair['wins']:.0%} of probes; estimator {est.info['quality']}")
+          f"{pair['wins']:.0%} of probes")
+    q = est.quality
+    print(f"{name:28s} estimator's {q['n_heldout']} held-out prompts: LDS AT2 {q['lds']:.3f} / naive "
+          f"{q['lds_attention']:.3f} / surrogate {q['lds_surrogate']:.3f}; Pearson AT2 {q['pearson']:.3f} (train "
+          f"{q['train_pearson']:.3f}) / naive {q['pearson_attention']:.3f}; top-1 drop AT2 {q['topk_drop']['1']:.2f} "
+          f"/ naive {q['topk_drop_attention']['1']:.2f} / surrogate {q['topk_drop_surrogate']['1']:.2f}; top-3 drop "
+          f"AT2 {q['topk_drop']['3']:.2f} / naive {q['topk_drop_attention']['3']:.2f} / surrogate "
+          f"{q['topk_drop_surrogate']['3']:.2f}")
     return est, table, pair, hits
 
 

@@ -67,6 +67,7 @@ def test_trains_on_tiny_models_of_three_families(family):
     assert est.info["n_examples"] == 6 and est.info["n_masks"] == 16 and est.info["ablation"] == "mask"
     q = est.quality
     assert q["n_heldout"] == 2 and -1 <= q["train_pearson"] <= 1 and "lds_attention" in q and "lds_surrogate" in q
+    assert set(q["topk_drop"]) == {"1", "3"} and set(q["topk_drop_surrogate"]) == {"1", "3"}
     assert model.config._attn_implementation == "sdpa"  # restored after the feature forward
     again = train_source_estimator(model, tok, prompts, targets, "sentence", seed=1, **FAST)
     np.testing.assert_array_equal(est.weights, again.weights)
@@ -100,3 +101,32 @@ def test_too_few_examples_or_masks_says_how_many(tiny):
         train_source_estimator(model, tok, prompts, targets, "sentence", ablations=ab)
     with pytest.raises(SpecError, match="unknown key 'n_stepz'"):
         train_source_estimator(model, tok, prompts, targets, "sentence", n_stepz=3)
+
+
+def test_heldout_topk_drop_is_the_log_prob_lost_without_the_top_sources(tiny):
+    """Recompute one held-out example's top-1 drop by hand: mask the best source's tokens, one forward."""
+    import torch
+
+    from attrib_mlops.sources.ablation import token_membership
+    from attrib_mlops.sources.at2.topk import topk_drops
+    from attrib_mlops.sources.at2.prepare import sample_from_text
+    from attrib_mlops.sources.forward import Forwarder
+    from attrib_mlops.sources.splitting import split_text
+
+    model, tok = tiny
+    prompt, target = "w1 w2 . w3 w4 . w5 w6 .", " w3 w9"
+    s = sample_from_text(tok, prompt, split_text(prompt, "sentence"), target, add_special_tokens=True, limit=None)
+    fwd = Forwarder(model, tok, torch.device("cpu"))
+    with torch.no_grad():
+        full = fwd.token_masks(s.sample, np.ones((1, s.sample.n_prompt), bool))[0]
+        scores = np.array([0.1, 0.7, 0.2])  # source 1 first
+        got = topk_drops(fwd, [s], {"x": [scores]}, [full], [(0, 2)], ks=(1, 5))
+        keep = ~token_membership(s.sample.offsets, s.spans, s.sample.n_prompt)[:, 1]
+        ids = torch.tensor([s.sample.prompt_ids + s.sample.target_ids[:-1]])
+        att = torch.tensor([list(keep.astype(int)) + [1]])
+        logits = model(input_ids=ids, attention_mask=att, position_ids=torch.arange(ids.shape[1])[None]).logits[0]
+    lp = torch.log_softmax(logits.double(), -1)
+    P = s.sample.n_prompt
+    by_hand = sum(float(lp[P - 1 + t, s.sample.target_ids[t]]) for t in range(2))
+    assert got["x"]["1"] == pytest.approx(float(full.sum()) - by_hand, abs=1e-4)
+    assert np.isnan(got["x"]["5"])  # more than the 3 sources: skipped

@@ -38,7 +38,8 @@ def _estimator(seed: int = 0) -> SourceEstimator:
     w /= np.abs(w).sum()
     info = {"kind": "at2", "base_model": "tiny-gpt2", "n_examples": 12, "n_masks": 96, "seed": seed,
             "quality": {"lds": 0.71, "lds_attention": 0.62, "lds_surrogate": 0.83, "pearson": 0.95,
-                        "top1_agreement": 1.0, "train_pearson": 0.96, "pearson_surrogate": float("nan")}}
+                        "top1_agreement": 1.0, "train_pearson": 0.96, "pearson_surrogate": float("nan"),
+                        "topk_drop": {"1": 2.5, "3": 4.0}, "topk_drop_attention": {"1": 1.5}}}
     return SourceEstimator(w, {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}, info)
 
 
@@ -62,6 +63,8 @@ def test_log_as_logged_model_linked_to_checkpoint_and_load_by_uri(store):
     linked = {m.key: (m.value, m.step) for m in client.get_logged_model(logged.model_id).metrics or []}
     assert linked[metric_name("lds")] == (0.71, 400) and linked[metric_name("lds_attention")] == (0.62, 400)
     assert client.get_metric_history(run_id, metric_name("pearson_surrogate")) == []
+    assert [m.value for m in client.get_metric_history(run_id, metric_name("topk_drop_3"))] == [4.0]
+    assert [m.value for m in client.get_metric_history(run_id, metric_name("topk_drop_1_attention"))] == [1.5]
 
     import mlflow
 

@@ -10,7 +10,8 @@ examples at the cost of one forward pass.
 * :mod:`.estimator`: :class:`SourceEstimator` (weights, provenance, save/load);
 * :mod:`.train`: :func:`train_source_estimator` (AT2's recipe);
 * :mod:`.attribute`: ``attribute_sources(..., method="at2" | "attention")``;
-* :mod:`.quality`: LDS, within-example Pearson, paired LDS, top-1 agreement.
+* :mod:`.quality`: LDS, within-example Pearson, paired LDS, top-1 agreement;
+* :mod:`.topk`: top-k log-probability drop of a ranking.
 
 Compute layer: no tracking, MLflow or dashboard imports (an MLflow URI given to
 :meth:`SourceEstimator.load` is resolved by :mod:`attrib_mlops.tracking.estimators`).

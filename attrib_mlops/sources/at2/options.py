@@ -57,6 +57,8 @@ class AT2TrainOptions(_Common):
         batch_size: examples per step (all of them when fewer).
         max_grad_norm: gradient clipping.
         non_negative: clamp weights at 0 after every step (AT2's option; off by default).
+        topk: the ``k`` of the held-out top-k log-probability drop (remove each scorer's top-k
+            sources from the held-out prompts; ``()`` skips these forwards).
         target_span / max_new_tokens / chat_template / add_generation_prompt: as in
             :func:`attrib_mlops.attribute_sources`.
         max_tokens_per_forward: memory bound of the ablation forwards.
@@ -77,7 +79,15 @@ class AT2TrainOptions(_Common):
     batch_size: int = Field(256, ge=1)
     max_grad_norm: float = Field(1.0, gt=0.0)
     non_negative: bool = False
+    topk: tuple[int, ...] = (1, 3)
     max_tokens_per_forward: int = Field(8192, ge=1)
+
+    @field_validator("topk")
+    @classmethod
+    def _positive_k(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(k < 1 for k in v):
+            raise ValueError("every k must be >= 1")
+        return tuple(sorted(set(v)))
 
     def ablation_options(self) -> dict[str, Any]:
         """Options for the ablation engine (:func:`attrib_mlops.attribute_sources`)."""

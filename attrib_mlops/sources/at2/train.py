@@ -162,6 +162,22 @@ def examples_from_ablations(results: Sequence[Any]) -> list[Example]:
     return out
 
 
+def _heldout_topk(model: Any, tokenizer: Any, opts: AT2TrainOptions, samples: list, results: list,
+                  scores: dict[str, list[np.ndarray]]) -> dict[str, Any]:
+    """Top-k drop of each scorer's ranking on the held-out examples (``topk_drop``, ``topk_drop_<name>``)."""
+    from ...engines.prep import model_device, model_guard
+    from ..forward import Forwarder
+    from .topk import topk_drops
+
+    mode = (results[0].info or {}).get("ablation", opts.ablation)
+    fwd = Forwarder(model, tokenizer, model_device(model), opts.max_tokens_per_forward)
+    full = [r.ablation.full_logprobs for r in results]
+    spans = [r.target_span or (0, len(f)) for r, f in zip(results, full)]
+    with model_guard(model), torch.no_grad():
+        drops = topk_drops(fwd, samples, scores, full, spans, opts.topk, mode if mode in ("mask", "remove") else "mask")
+    return {("topk_drop" if name == "at2" else f"topk_drop_{name}"): d for name, d in drops.items()}
+
+
 def _needed(fraction: float) -> int:
     n = MIN_EXAMPLES
     while n - math.floor(n * fraction) < MIN_EXAMPLES:
@@ -280,6 +296,12 @@ def train_source_estimator(
                 if name == "surrogate" and key == "top1_agreement":
                     continue
                 quality[f"{key}_{name}" if name != "at2" else key] = row[key]
+        if opts.topk:
+            quality.update(_heldout_topk(model, tokenizer, opts, [samples[i] for i in val_idx],
+                                         [ablations[i] for i in val_idx], {
+                                             "at2": [est.scores(X[i]) for i in val_idx],
+                                             "attention": [uniform.scores(X[i]) for i in val_idx],
+                                             "surrogate": [examples[i].surrogate_scores for i in val_idx]}))
     est.info = {
         "kind": "at2",
         "base_model": model_ref,

@@ -189,13 +189,16 @@ class ClassifierEngine(Engine):
             "attention": self._attention,
             "occlusion": self._occlusion,
         }[method]
-        results: list[AttributionResult] = []
         with model_guard(model), classifier_guard(model, tokenizer) as pad_id:
             fwd = ClassifierForward(model, left)
             exact = batching_is_exact(model, fwd, samples[0], pad_id, device)
             common["batched_forward"] = exact
             bar = _progress(len(samples), f"native {method}", options.show_progress)
-            for chunk in chunks(samples, options.batch_size if exact else 1):
+            # batches of similar lengths waste less compute on padding; results go back in input order
+            order = sorted(range(len(samples)), key=lambda i: len(samples[i].ids))
+            slots: list[AttributionResult | None] = [None] * len(samples)
+            for idx in chunks(order, options.batch_size if exact else 1):
+                chunk = [samples[i] for i in idx]
                 batch = ClassifierBatch(chunk, pad_id, device, left)
                 x0 = model.get_input_embeddings()(batch.ids).detach()
                 with torch.no_grad():
@@ -204,13 +207,13 @@ class ClassifierEngine(Engine):
                 cells = fn(model, tokenizer, fwd, batch, x0, p0, cols, valid, method, options, pooling)
                 cells = cells.detach().float().cpu().numpy()  # [N, L, K]
                 p = p0.cpu().numpy()
-                for b, s in enumerate(chunk):
+                for b, (i, s) in enumerate(zip(idx, chunk)):
                     mat = cells[b, batch.rows(b), : len(per[b])]
-                    results.append(classifier_result(tokenizer, s, mat, p[b], per[b], names, method, options,
-                                                    model_ref, common, self.name))
+                    slots[i] = classifier_result(tokenizer, s, mat, p[b], per[b], names, method, options,
+                                                 model_ref, common, self.name)
                 bar.update(len(chunk))
             bar.close()
-        return results
+        return [r for r in slots if r is not None]
 
     @staticmethod
     def _column_grads(fwd, x, mask, pos, cols, valid, weights=None):

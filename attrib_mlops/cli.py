@@ -257,7 +257,7 @@ def methods_cmd(verbose: VerboseOpt = False) -> None:
 
     engine: auto in a job picks native when it supports the method (batched, fast), else inseq (the full catalogue).
     """  # noqa: E501
-    from .api import list_methods
+    from .api import list_methods, resolve_engine
 
     table_data = list_methods()
     engines = sorted(table_data)
@@ -268,7 +268,7 @@ def methods_cmd(verbose: VerboseOpt = False) -> None:
         table.add_column(e, justify="center")
     table.add_column("auto uses")
     for m in methods:
-        auto = "native" if m in table_data.get("native", []) else "inseq"
+        auto = resolve_engine(m)
         table.add_row(m, *["yes" if m in table_data[e] else "" for e in engines], auto)
     console.print(table)
 

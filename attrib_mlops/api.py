@@ -81,6 +81,11 @@ def attribute(
 ) -> list[AttributionResult]:
     """Attribute each prompt's continuation to its tokens, with every method.
 
+    Sequence classifiers (``*ForSequenceClassification``) are attributed by
+    :func:`attrib_mlops.classify.attribute_classifier`: ``prompts`` are the
+    texts, ``targets`` the labels to attribute (None = the predicted class; a
+    name, an index, ``"*"`` or one entry per text), engines ``auto``/``native``/``captum``.
+
     Args:
         model: a loaded ``transformers`` model, or a reference (local folder,
             hub id, ``runs:/``/``models:/`` MLflow URI).
@@ -95,10 +100,6 @@ def attribute(
         engine: ``"auto"`` (native when it supports the method, else inseq),
             ``"native"`` or ``"inseq"``.
 
-    Sequence classifiers (``*ForSequenceClassification``) are attributed by
-    :func:`attrib_mlops.classify.attribute_classifier`: ``prompts`` are the
-    texts, ``targets`` the labels to attribute (None = the predicted class; a
-    name, an index, ``"*"`` or one entry per text), engines ``auto``/``native``/``captum``.
         sample_ids: optional ids carried into each result.
         options / **kwargs: :class:`~attrib_mlops.options.AttributeOptions`
             fields (``batch_size``, ``n_steps``, ``dim_aggregation``, ...).

@@ -24,7 +24,7 @@ restored), ``alpha`` (LIME's ridge penalty; 0 = ordinary least squares).
 
 Example:
     >>> from attrib_mlops import attribute                                    # doctest: +SKIP
-    >>> attribute(classifier, tok, ["a fine film"], methods=["lime"], method_kwargs={"n_samples": 300})  # doctest: +SKIP
+    >>> attribute(clf, tok, ["a fine film"], methods=["lime"], method_kwargs={"n_samples": 300})  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class CaptumEngine(Engine):
                 f"the captum engine implements {', '.join(METHODS)}, not {method!r}; use engine='auto'"
             )
         try:
-            import captum  # noqa: F401
+            import captum  # noqa: F401 - only: is it installed?
         except ImportError as e:
             raise UnsupportedMethodError(
                 f"{method} needs Captum: pip install 'attrib-mlops[captum]'"

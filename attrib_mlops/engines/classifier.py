@@ -182,40 +182,46 @@ class ClassifierEngine(Engine):
         pooling = pooling_of(model)
         left = pooling == "last"
         common = classifier_info(model, names, from_cfg, pooling)
-        fn: Callable[..., torch.Tensor] = {
+        fn: Callable[..., tuple[torch.Tensor, torch.Tensor, list[list[int]]]] = {
             "saliency": self._gradients,
             "input_x_gradient": self._gradients,
             "integrated_gradients": self._integrated_gradients,
             "attention": self._attention,
             "occlusion": self._occlusion,
         }[method]
-        results: list[AttributionResult] = []
         with model_guard(model), classifier_guard(model, tokenizer) as pad_id:
             fwd = ClassifierForward(model, left)
             exact = batching_is_exact(model, fwd, samples[0], pad_id, device)
             common["batched_forward"] = exact
             bar = _progress(len(samples), f"native {method}", options.show_progress)
-            for chunk in chunks(samples, options.batch_size if exact else 1):
+            # batches of similar lengths waste less compute on padding; results go back in input order
+            order = sorted(range(len(samples)), key=lambda i: len(samples[i].ids))
+            slots: list[AttributionResult | None] = [None] * len(samples)
+            for idx in chunks(order, options.batch_size if exact else 1):
+                chunk = [samples[i] for i in idx]
                 batch = ClassifierBatch(chunk, pad_id, device, left)
                 x0 = model.get_input_embeddings()(batch.ids).detach()
-                with torch.no_grad():
-                    p0 = fwd(x0, batch.mask, batch.pos).softmax(-1)
-                cols, valid, per = batch.columns(p0.argmax(-1))
-                cells = fn(model, tokenizer, fwd, batch, x0, p0, cols, valid, method, options, pooling)
+                cells, p0, per = fn(model, tokenizer, fwd, batch, x0, method, options, pooling)
                 cells = cells.detach().float().cpu().numpy()  # [N, L, K]
                 p = p0.cpu().numpy()
-                for b, s in enumerate(chunk):
+                for b, (i, s) in enumerate(zip(idx, chunk)):
                     mat = cells[b, batch.rows(b), : len(per[b])]
-                    results.append(classifier_result(tokenizer, s, mat, p[b], per[b], names, method, options,
-                                                    model_ref, common, self.name))
+                    slots[i] = classifier_result(tokenizer, s, mat, p[b], per[b], names, method, options,
+                                                 model_ref, common, self.name)
                 bar.update(len(chunk))
             bar.close()
-        return results
+        return [r for r in slots if r is not None]
 
     @staticmethod
-    def _column_grads(fwd, x, mask, pos, cols, valid, weights=None):
-        """Yield (k, d p(cols[:, k]) / d x) for every column k; ``weights`` [len(x)] scale each row's output."""
-        probs = fwd(x, mask, pos).softmax(-1)
+    def _probs(fwd, batch: ClassifierBatch, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
+        """Class probabilities of the unperturbed batch (no grad) and the columns they select."""
+        with torch.no_grad():
+            p0 = fwd(x0, batch.mask, batch.pos).softmax(-1)
+        return (p0, *batch.columns(p0.argmax(-1)))
+
+    @staticmethod
+    def _column_grads(probs, x, cols, valid, weights=None):
+        """Yield (k, d probs[cols[:, k]] / d x) for every column k; ``weights`` [len(x)] scale each row's output."""
         K = cols.shape[1]
         for k in range(K):
             out = probs.gather(1, cols[:, k : k + 1]).squeeze(1) * valid[:, k].to(probs.dtype)
@@ -225,17 +231,20 @@ class ClassifierEngine(Engine):
             yield k, g
 
     # ------------------------------------------------------------------ methods
-    def _gradients(self, model, tokenizer, fwd, batch, x0, p0, cols, valid, method, options, pooling):
-        N, L, K = batch.N, batch.L, cols.shape[1]
-        cells = torch.zeros((N, L, K), dtype=torch.float32)
+    def _gradients(self, model, tokenizer, fwd, batch, x0, method, options, pooling):
         with torch.enable_grad():
             x = x0.clone().requires_grad_(True)
-            for k, g in self._column_grads(fwd, x, batch.mask, batch.pos, cols, valid):
+            probs = fwd(x, batch.mask, batch.pos).softmax(-1)  # one forward serves the prediction and the grads
+            p0 = probs.detach()
+            cols, valid, per = batch.columns(p0.argmax(-1))
+            cells = torch.zeros((batch.N, batch.L, cols.shape[1]), dtype=torch.float32)
+            for k, g in self._column_grads(probs, x, cols, valid):
                 v = g.abs() if method == "saliency" else g * x0
                 cells[:, :, k] = _dim_agg(v, options.dim_aggregation).cpu()
-        return cells
+        return cells, p0, per
 
-    def _integrated_gradients(self, model, tokenizer, fwd, batch, x0, p0, cols, valid, method, options, pooling):
+    def _integrated_gradients(self, model, tokenizer, fwd, batch, x0, method, options, pooling):
+        p0, cols, valid, per = self._probs(fwd, batch, x0)
         N, L, K = batch.N, batch.L, cols.shape[1]
         base = baseline_embeddings(model, tokenizer, batch, x0, options)
         alphas, steps = integration_points(options.n_steps, options.ig_method)
@@ -250,17 +259,20 @@ class ClassifierEngine(Engine):
                 xs = xs.detach().requires_grad_(True)
                 rep = lambda t: t.unsqueeze(0).expand(S, *t.shape).reshape(S * N, *t.shape[1:])  # noqa: E731
                 weights = w.repeat_interleave(N)
-                for k, g in self._column_grads(fwd, xs, rep(batch.mask), rep(batch.pos), rep(cols), rep(valid), weights):
+                probs = fwd(xs, rep(batch.mask), rep(batch.pos)).softmax(-1)
+                for k, g in self._column_grads(probs, xs, rep(cols), rep(valid), weights):
                     total[k] += g.float().reshape(S, N, L, -1).sum(0)
         delta = (x0 - base).float()
         cells = torch.zeros((N, L, K), dtype=torch.float32)
         for k in range(K):
             cells[:, :, k] = _dim_agg(total[k] * delta, options.dim_aggregation).cpu()
-        return cells
+        return cells, p0, per
 
-    def _attention(self, model, tokenizer, fwd, batch, x0, p0, cols, valid, method, options, pooling):
+    def _attention(self, model, tokenizer, fwd, batch, x0, method, options, pooling):
         with eager_attention(model), torch.no_grad():
             out = fwd.outputs(x0, batch.mask, batch.pos, output_attentions=True)
+        p0 = out.logits.float().softmax(-1)
+        cols, _, per = batch.columns(p0.argmax(-1))
         atts = out.attentions
         if not atts or atts[0] is None:
             raise UnsupportedMethodError(
@@ -280,9 +292,10 @@ class ClassifierEngine(Engine):
         mean = sel.float().mean(dim=(0, 2))  # [N, Lq, Lk]
         q = batch.pooled_position(pooling)
         row = mean[torch.arange(batch.N, device=mean.device), q]  # [N, Lk]
-        return row.unsqueeze(-1).expand(-1, -1, cols.shape[1]).cpu()
+        return row.unsqueeze(-1).expand(-1, -1, cols.shape[1]).cpu(), p0, per
 
-    def _occlusion(self, model, tokenizer, fwd, batch, x0, p0, cols, valid, method, options, pooling):
+    def _occlusion(self, model, tokenizer, fwd, batch, x0, method, options, pooling):
+        p0, cols, valid, per = self._probs(fwd, batch, x0)
         N, L, K = batch.N, batch.L, cols.shape[1]
         cells = torch.zeros((N, L, K), dtype=torch.float32)
         with torch.no_grad():
@@ -302,7 +315,7 @@ class ClassifierEngine(Engine):
                 p = fwd(xs, batch.mask[bs], batch.pos[bs]).softmax(-1).gather(1, cols[bs])  # [J, K]
                 diff = (p0c[bs] - p).float().cpu()
                 cells[bs.cpu(), rows.cpu()] = diff
-        return cells
+        return cells, p0, per
 
 
 class _NullBar:

@@ -24,6 +24,18 @@ PROBE = [{"id": "a", "prompt": "w1 w2 w3 w4", "target": " w5 w6"},
          {"id": "c", "prompt": "w11 w12 w13 w14 w15", "target": " w16 w17 w18"}]
 
 
+def _run(coro):
+    """Run a coroutine on a fresh loop in its own thread.
+
+    The session-wide Playwright browser (tests/conftest.py) keeps an event loop running in the main thread, where
+    ``asyncio.run`` refuses to start a second one.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def _job(tiny_dir, name="svc-job", methods=("saliency", "attention"), inputs=PROBE, **options) -> dict:
     return {"name": name, "models": [{"name": "tiny", "ref": str(tiny_dir)}], "methods": list(methods),
             "inputs": list(inputs), "options": {"batch_size": 2, **options}}
@@ -83,7 +95,7 @@ def test_auth_unknown_ids_invalid_specs_and_local_docs(service, tiny_dir):
             await _events(service, "nope", {})
         return e.value.response.status_code
 
-    assert asyncio.run(ws_refused()) == 403
+    assert _run(ws_refused()) == 403
 
     async def ws_unknown():
         async with websockets.connect(f"ws://127.0.0.1:{service.port}/api/ws/jobs/nope?token={service.token}",
@@ -93,7 +105,7 @@ def test_auth_unknown_ids_invalid_specs_and_local_docs(service, tiny_dir):
                 await ws.recv()
             return msg, ws.close_code
 
-    msg, code = asyncio.run(ws_unknown())
+    msg, code = _run(ws_unknown())
     assert msg["status_code"] == 404 and code == 4404
 
     html = c.get(url + "/docs").text
@@ -118,7 +130,7 @@ def test_job_over_http_and_websocket_matches_direct_attribution(service, tiny_di
     job_id = r.json()["id"]
     assert r.json()["status"] == "QUEUED"
 
-    events = asyncio.run(_events(service, job_id, h))
+    events = _run(_events(service, job_id, h))
     assert events[0]["id"] == job_id and events[-1]["status"] == "FINISHED"
     statuses = [e["status"] for e in events]
     assert set(statuses) <= {"QUEUED", "RUNNING", "FINISHED"}
@@ -223,7 +235,7 @@ def test_service_runs_jobs_on_ray(ray_cluster, tiny_dir, tmp_path, service_proce
         r = httpx.post(svc.url + "/api/jobs", headers=svc.headers, json=_job(tiny_dir, methods=["saliency"]),
                        timeout=120)
         job_id = r.json()["id"]
-        events = asyncio.run(_events(svc, job_id, svc.headers))
+        events = _run(_events(svc, job_id, svc.headers))
         assert events[-1]["status"] == "FINISHED", events[-1]
         doc = httpx.get(f"{svc.url}/api/jobs/{job_id}/results", headers=svc.headers, timeout=120).json()
         assert [e["sample_id"] for e in doc["results"]] == [s["id"] for s in PROBE]

@@ -8,6 +8,7 @@ from typing import Any
 
 import panel as pn
 
+from attrib_mlops.analysis.registry import list_metrics
 from panel_app.plots import heatmap, metric_lines
 from panel_app.safe import TextAlert, TextMultiChoice
 from panel_app.state import AppState
@@ -16,6 +17,28 @@ from panel_app.views.base import _Guard, _run_label, _set_options, register_view
 
 __all__ = ["EvolutionView"]
 
+
+
+def default_metric_keys(keys: list[str], n: int = 3) -> list[str]:
+    """The metric curves Evolution shows first: logged keys of the registry's preferred metrics.
+
+    A key ``attrib/.../<name>`` ranks by the ``preferred`` position its metric declares in
+    :mod:`attrib_mlops.analysis.registry` (the CLI table's order); keys of metrics without one
+    follow. Nothing here lists metric names.
+
+    Example:
+        >>> default_metric_keys(["attrib/saliency/concentration_entropy", "attrib/saliency/hit_at_1"], n=1)
+        ['attrib/saliency/hit_at_1']
+    """
+    rank: dict[str, int] = {}
+    for m in list_metrics(kind=None):
+        if m.preferred is not None:
+            for name in (m.name, m.summary_name):
+                if name:
+                    rank.setdefault(name, m.preferred)
+    preferred = [k for k in keys if k.rsplit("/", 1)[-1] in rank]
+    preferred.sort(key=lambda k: rank[k.rsplit("/", 1)[-1]])
+    return (preferred or list(keys))[:n]
 
 @register_view("evolution", "Evolution", 40, build=lambda app: EvolutionView(app.state, app.store, open_sample=app.open_sample))
 class EvolutionView(pn.viewable.Viewer):
@@ -80,8 +103,7 @@ class EvolutionView(pn.viewable.Viewer):
                 loss_keys += [k for k in got.value["loss"] if k not in loss_keys]
             keep = [k for k in self.state.metric_keys if k in attrib_keys]
             if not keep:
-                pref = [k for k in attrib_keys if k.endswith("/topk_mass") or k.endswith("/hit_at_1")]
-                keep = (pref or attrib_keys)[:3]
+                keep = default_metric_keys(attrib_keys)
             self.state.metric_keys = keep
             _set_options(self.metrics, attrib_keys, keep)
             contents = self.store.contents(ex.run_id).value if ex.run_id else None

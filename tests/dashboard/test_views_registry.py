@@ -36,3 +36,13 @@ def test_a_registered_view_is_built_from_the_app(tmp_path):
         assert app.export.explorer is app.explorer  # built in order: export reads the views before it
     finally:
         _VIEWS.pop("probe", None)
+
+
+def test_evolution_default_curves_come_from_the_metric_registry():
+    from attrib_mlops.analysis.registry import list_metrics
+    from panel_app.views.evolution import default_metric_keys
+
+    preferred = sorted((m for m in list_metrics("sample") if m.preferred is not None), key=lambda m: m.preferred)
+    keys = [f"attrib/saliency/{m.name}" for m in reversed(list_metrics("sample"))] + ["attrib/saliency/not_a_metric"]
+    assert default_metric_keys(keys) == [f"attrib/saliency/{m.name}" for m in preferred[:3]]
+    assert default_metric_keys(["attrib/x/a", "attrib/x/b"], n=1) == ["attrib/x/a"]  # none preferred: first keys

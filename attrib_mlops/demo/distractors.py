@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from attrib_mlops.demo.multidoc import documents_dataset
+
 __all__ = [
     "DISTRACTOR_TASK",
     "DISTRACTOR_MODEL",
@@ -91,8 +93,6 @@ def make_distractor_dataset(
     question line, verbatim) and ``task``. Held-out probes: use a seed the training data
     did not use.
     """
-    import datasets
-
     if n < 0:
         raise ValueError("n must be >= 0")
     if n_docs < 1 or doc_len < 1 or n_answers < n_docs or not 0.0 <= repeat_rate <= 1.0:
@@ -124,17 +124,4 @@ def make_distractor_dataset(
         cols["repeat_docs"].append(repeats)
         cols["sources"].append(lines)
         cols["task"].append(DISTRACTOR_TASK)
-    seq = getattr(datasets, "List", None) or datasets.Sequence
-    features = datasets.Features(
-        {
-            "id": datasets.Value("string"),
-            "prompt": datasets.Value("string"),
-            "target": datasets.Value("string"),
-            "answer": datasets.Value("string"),
-            "answer_doc": datasets.Value("int64"),
-            "repeat_docs": seq(datasets.Value("int64")),
-            "sources": seq(datasets.Value("string")),
-            "task": datasets.Value("string"),
-        }
-    )
-    return datasets.Dataset.from_dict(cols, features=features)
+    return documents_dataset(cols, int_lists=("repeat_docs",))

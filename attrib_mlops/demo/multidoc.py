@@ -87,8 +87,6 @@ def make_multidoc_dataset(
     prompts with documents removed in distribution, so the ``remove`` ablation is
     meaningful. Held-out probes: use a seed the training data did not use.
     """
-    import datasets
-
     if n < 0:
         raise ValueError("n must be >= 0")
     lo = n_docs if min_docs is None else int(min_docs)
@@ -116,16 +114,28 @@ def make_multidoc_dataset(
         cols["answer_doc"].append(doc)
         cols["sources"].append(lines)
         cols["task"].append(MULTIDOC_TASK)
+    return documents_dataset(cols)
+
+
+def documents_dataset(cols: dict[str, list[Any]], int_lists: tuple[str, ...] = ()) -> Any:
+    """A ``datasets.Dataset`` of a document task's columns, with the features every such task shares.
+
+    Columns ``id``, ``prompt``, ``target``, ``answer``, ``task`` (strings), ``answer_doc`` (int),
+    ``sources`` (list of strings), plus the lists of ints named in ``int_lists``.
+
+    Example:
+        >>> cols = {"id": ["x"], "prompt": ["doc a .\\n? answer"], "target": [" a"], "answer": ["a"],
+        ...         "answer_doc": [0], "sources": [["doc a ."]], "task": ["t"]}
+        >>> documents_dataset(cols).num_rows
+        1
+    """
+    import datasets
+
     seq = getattr(datasets, "List", None) or datasets.Sequence
-    features = datasets.Features(
-        {
-            "id": datasets.Value("string"),
-            "prompt": datasets.Value("string"),
-            "target": datasets.Value("string"),
-            "answer": datasets.Value("string"),
-            "answer_doc": datasets.Value("int64"),
-            "sources": seq(datasets.Value("string")),
-            "task": datasets.Value("string"),
-        }
-    )
-    return datasets.Dataset.from_dict(cols, features=features)
+    strings = ("id", "prompt", "target", "answer")
+    features = {name: datasets.Value("string") for name in strings}
+    features["answer_doc"] = datasets.Value("int64")
+    features.update({name: seq(datasets.Value("int64")) for name in int_lists})
+    features["sources"] = seq(datasets.Value("string"))
+    features["task"] = datasets.Value("string")
+    return datasets.Dataset.from_dict(cols, features=datasets.Features(features))

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from attrib_mlops._util import nanmean as _nanmean
+
 __all__ = ["Example", "pearson_within", "score_lds", "compare_scores", "paired_lds"]
 
 
@@ -87,11 +89,6 @@ def score_lds(scores: np.ndarray, masks: np.ndarray, outcomes: np.ndarray) -> fl
     from ..surrogate import lds
 
     return lds(np.asarray(masks, dtype=np.float64) @ np.asarray(scores, dtype=np.float64), outcomes)
-
-
-def _nanmean(x: Sequence[float]) -> float:
-    a = np.asarray(list(x), dtype=np.float64)
-    return float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")
 
 
 def compare_scores(

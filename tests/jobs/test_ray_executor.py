@@ -294,7 +294,7 @@ def test_silent_ray_address_fails_within_the_timeout():
         t0 = time.monotonic()
         with pytest.raises(ExecutorError, match="no Ray cluster answers at 127.0.0.1"):
             RayExecutor(f"127.0.0.1:{silent.getsockname()[1]}", connect_timeout=2)
-        assert time.monotonic() - t0 < 15  # Ray alone would retry for minutes
+        assert time.monotonic() - t0 < 60  # Ray alone would retry for minutes; slack for a loaded machine
     finally:
         silent.close()
 

@@ -33,6 +33,8 @@ class ExplorerView(pn.viewable.Viewer):
         self.payload: dict = {}
         self.alert = TextAlert("danger", "explorer-error")
         self.note = TextAlert("info", "explorer-note")
+        self.link = TextAlert("warning", "explorer-link")  # what a deep link asked for and the run does not have
+        self._asked: dict[str, str] = {}
         self.run = pn.widgets.Select(label="Run", options={}, width=300, css_classes=["explorer-run"])
         self.step = pn.widgets.Select(label="Step", options=[], width=110, css_classes=["explorer-step"])
         self.model = pn.widgets.Select(label="Model", options=[], width=150, css_classes=["explorer-model"])
@@ -60,11 +62,22 @@ class ExplorerView(pn.viewable.Viewer):
         self.state.param.watch(lambda *_e: self.sync(), list(self.state.param)[1:])
 
     # ---------------------------------------------------------------- syncing
+    def expect_link(self, query: str) -> None:
+        """Remember what a deep link (``?step=&model=&sample=``) asks for, before the URL sync makes the
+        selection valid: the next sync says which of these the run does not have."""
+        from urllib.parse import parse_qs
+
+        raw = {k: v[-1] for k, v in parse_qs((query or "").lstrip("?")).items()}
+        self._asked = {name: raw[key] for name, key in (("step", "step"), ("model", "model"), ("sample_id", "sample"))
+                       if raw.get(key)}
+
     def _from_widget(self, name: str, value: Any) -> None:
         if self._guard.on:
             return
         if name == "methods":
             value = list(value)
+        if getattr(self.state, name) != value:
+            self.link.show(None)  # the user chose: what the link asked for no longer matters
         setattr(self.state, name, value)
 
     def sync(self, refresh: bool = False) -> None:
@@ -96,6 +109,7 @@ class ExplorerView(pn.viewable.Viewer):
             return got.error
         c = self.contents = got.value
         self.note.show(got.note)
+        asked, self._asked = self._asked, {}  # a deep link's values, checked once against what the run holds
         if s.step not in c.steps:
             s.step = c.steps[-1] if c.steps else None
         models = c.models(s.step)
@@ -108,7 +122,27 @@ class ExplorerView(pn.viewable.Viewer):
         ids = c.sample_ids()
         if s.sample_id not in ids:
             s.sample_id = ids[0] if ids else None
+        if asked:
+            self.link.show(self._link_message(asked, c))
         return None
+
+    def _link_message(self, asked: dict[str, str], c: RunContents) -> str | None:
+        """What the link asked for that the run does not have, and what is shown instead (``None``: all found)."""
+        s = self.state
+        row = self.store.run_row(s.run_id)
+        run = row.name if row else s.run_id
+        out = []
+        if "step" in asked and asked["step"] != str(s.step):
+            steps = ", ".join(map(str, c.steps)) or "none committed yet"
+            out.append(f"The link asks for step {asked['step']!r}, which run {run} does not have (its steps: {steps}); "
+                       f"showing step {s.step}.")
+        if "model" in asked and asked["model"] != s.model:
+            out.append(f"The link asks for model {asked['model']!r}, which run {run} does not have at step {s.step} "
+                       f"(its models: {', '.join(c.models(s.step))}); showing {s.model}.")
+        if "sample_id" in asked and asked["sample_id"] != s.sample_id:
+            out.append(f"The link asks for sample {asked['sample_id']!r}, which is not in the probe set of run {run}; "
+                       f"showing sample {s.sample_id}.")
+        return "\n".join(out) or None
 
     def _update_widgets(self) -> None:
         s, c = self.state, self.contents
@@ -223,5 +257,5 @@ class ExplorerView(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         row1 = pn.Row(self.run, self.step, self.model, self.sample, sizing_mode="stretch_width")
         row2 = pn.Row(self.methods, self.combine, self.window, self.axis, self.check, sizing_mode="stretch_width")
-        return pn.Column(row1, row2, self.alert, self.note, self.tokens, self.heatmaps,
+        return pn.Column(row1, row2, self.alert, self.link, self.note, self.tokens, self.heatmaps,
                          sizing_mode="stretch_width", css_classes=["view-explorer"])

@@ -300,6 +300,23 @@ def test_bad_artifacts_are_explained_and_the_page_stays_usable(dashboard, dash_s
     page.locator(".explorer-error", has_text="not found").wait_for()
     page.locator(".explorer-error", has_text="0" * 32).wait_for()
 
+    # issue 9 item 19: a deep link to a step, model or sample the run does not have says so
+    run = dash_store.runs["b"]
+    page.goto(f"{dashboard}/?tab=explorer&run={run}&step=999&model=nomodel&sample=nope")
+    wait_state(page, ".explorer-tokens", f"{run}|30|model|saliency|s0|0|source|overlay")
+    link = page.locator(".explorer-link .attrib-alert")
+    link.filter(has_text="step '999'").wait_for()
+    text = link.inner_text()
+    assert "run run-b does not have (its steps: 10, 20, 30); showing step 30" in text, text
+    assert "model 'nomodel'" in text and "showing model" in text
+    assert "sample 'nope'" in text and "showing sample s0" in text
+    page.locator(".explorer-step select").select_option("20")  # the user chooses: the note goes
+    wait_state(page, ".explorer-tokens", f"{run}|20|model|saliency|s0|0|source|overlay")
+    assert not page.locator(".explorer-link").is_visible()
+    page.goto(f"{dashboard}/?tab=explorer&run={run}&step=20&sample=s1")  # everything found: nothing to say
+    wait_state(page, ".explorer-tokens", f"{run}|20|model|saliency|s1|0|source|overlay")
+    assert not page.locator(".explorer-link").is_visible()
+
 
 def test_unreachable_tracking_server_is_explained(tmp_path, page):
     port, dead = _port(), _port()
@@ -369,3 +386,4 @@ def test_basic_auth_asks_for_a_password(dash_store, tmp_path, page):
         page.locator("input[type=password]").fill("s3cret-pass")
         page.locator("input[type=password]").press("Enter")
         page.locator(".overview-table .tabulator-row", has_text="run-a").first.wait_for()
+

@@ -130,7 +130,7 @@ class ExplorerView(pn.viewable.Viewer):
         """What the link asked for that the run does not have, and what is shown instead (``None``: all found)."""
         s = self.state
         row = self.store.run_row(s.run_id)
-        run = row.name if row else s.run_id
+        run = f"{row.name} ({s.run_id[:8]})" if row else s.run_id  # the runs list may not be read yet
         out = []
         if "step" in asked and asked["step"] != str(s.step):
             steps = ", ".join(map(str, c.steps)) or "none committed yet"

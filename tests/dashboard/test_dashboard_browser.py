@@ -307,7 +307,7 @@ def test_bad_artifacts_are_explained_and_the_page_stays_usable(dashboard, dash_s
     link = page.locator(".explorer-link .attrib-alert")
     link.filter(has_text="step '999'").wait_for()
     text = link.inner_text()
-    assert "run run-b does not have (its steps: 10, 20, 30); showing step 30" in text, text
+    assert run[:8] in text and "does not have (its steps: 10, 20, 30); showing step 30" in text, text
     assert "model 'nomodel'" in text and "showing model" in text
     assert "sample 'nope'" in text and "showing sample s0" in text
     page.locator(".explorer-step select").select_option("20")  # the user chooses: the note goes

@@ -109,6 +109,8 @@ class DashboardApp(pn.viewable.Viewer):
             self.jobs.refresh()
         elif tab == "explorer":
             self.explorer.sync()
+        elif tab == "export":
+            self.export.activate()
 
     # --------------------------------------------------------------- loading
     def load(self) -> None:

@@ -151,8 +151,10 @@ function attribDraw(root, data) {
       paint(span, attribBlend(layers), vectors[0][i], vectors.map(v => v[i]));
     });
   };
-  const paintDiverging = (list, vals) => {
-    const m = attribAbsMax(vals);
+  // scale: the magnitude of the values compared (max |A1|, |A2|), so a tiny difference stays pale;
+  // without one (older payloads) the largest |difference| shown
+  const paintDiverging = (list, vals, scale) => {
+    const m = (typeof scale === "number" && scale > 0) ? scale : attribAbsMax(vals);
     list.forEach((span, i) => paint(span, attribDiverging(vals[i], m), vals[i], [vals[i]]));
   };
   const clearActive = () => {
@@ -166,8 +168,8 @@ function attribDraw(root, data) {
       paintVectors(spans[side.key].target, side.methods.map(m => m.target), side.methods);
     }
     if (diff) {
-      paintDiverging(spans.diff.source, diff.source_values);
-      paintDiverging(spans.diff.target, diff.target_values);
+      paintDiverging(spans.diff.source, diff.source_values, diff.source_scale);
+      paintDiverging(spans.diff.target, diff.target_values, diff.target_scale);
     }
     status.textContent = "\u00a0";
     status.dataset.hover = "";
@@ -191,10 +193,10 @@ function attribDraw(root, data) {
     }
     if (diff && targets.includes("diff")) {
       if (role === "target" && index < diff.target.length) {
-        paintDiverging(spans.diff.source, diff.matrix.map(row => row[index]));
+        paintDiverging(spans.diff.source, diff.matrix.map(row => row[index]), diff.cell_scale);
         spans.diff.target[index].classList.add("attrib-active");
       } else if (role === "source" && index < diff.source.length) {
-        paintDiverging(spans.diff.target, diff.matrix[index]);
+        paintDiverging(spans.diff.target, diff.matrix[index], diff.cell_scale);
         spans.diff.source[index].classList.add("attrib-active");
       }
     }

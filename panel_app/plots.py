@@ -17,9 +17,30 @@ from bokeh.plotting import figure
 
 from attrib_mlops._util import plain_text
 
-__all__ = ["heatmap", "difference_heatmap", "metric_lines", "sequential_palette", "token_labels"]
+__all__ = ["heatmap", "difference_heatmap", "metric_lines", "sequential_palette", "token_labels",
+           "STORAGE_REL_ERROR", "magnitude", "identical_within_storage"]
 
 _NAN_COLOR = "#eeeeee"
+
+#: Error of a stored attribution matrix relative to its largest |value|: the store keeps ``A / max|A|`` as
+#: float16, so ``|A - stored| <= 2**-12 * max|A|`` (attrib_mlops/tracking/columnar.py).
+STORAGE_REL_ERROR = 2.0 ** -12
+
+
+def magnitude(*matrices: np.ndarray) -> float:
+    """The largest finite ``|value|`` over ``matrices`` (0.0 when there is none)."""
+    best = 0.0
+    for m in matrices:
+        a = np.abs(np.asarray(m, dtype=np.float64))
+        a = a[np.isfinite(a)]
+        if a.size:
+            best = max(best, float(a.max()))
+    return best
+
+
+def identical_within_storage(diff: np.ndarray, left: np.ndarray, right: np.ndarray) -> bool:
+    """Whether ``diff = left - right`` is within what storing both can change: ``<= 2**-12 (max|A1| + max|A2|)``."""
+    return magnitude(diff) <= STORAGE_REL_ERROR * (magnitude(left) + magnitude(right))
 
 
 def token_labels(tokens: Sequence[str]) -> list[str]:
@@ -117,7 +138,11 @@ def difference_heatmap(
     title: str = "A1 − A2",
     name: str = "difference",
 ):
-    """Diverging heatmap of ``diff = left - right`` (red: left larger, blue: right larger, white: 0)."""
+    """Diverging heatmap of ``diff = left - right`` (red: left larger, blue: right larger, white: 0).
+
+    Colours are relative to the values compared, ``max(|A1|, |A2|)`` on the compared cells (not to the
+    largest difference), so a difference far below the values stays pale.
+    """
     d = np.asarray(diff, dtype=np.float64)
     ns, nt = d.shape
     ys, xs = token_labels(source_tokens[:ns]), token_labels(target_tokens[:nt])
@@ -137,8 +162,7 @@ def difference_heatmap(
         "left_s": [_fmt(v) for v in lv.tolist()],
         "right_s": [_fmt(v) for v in rv.tolist()],
     }
-    finite = np.abs(vals[np.isfinite(vals)])
-    m = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    m = magnitude(lv, rv) or magnitude(vals) or 1.0
     mapper = LinearColorMapper(palette=list(RdBu11), low=-m, high=m, nan_color=_NAN_COLOR)
     width, height = _size(ns, nt)
     p = figure(

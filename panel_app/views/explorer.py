@@ -248,6 +248,19 @@ class ExplorerView(pn.viewable.Viewer):
         meta = dict(self.state.selection(), method=m["name"], tracking_uri=self.store.tracking_uri)
         return _matrix(m["matrix"]), side["source"], side["target"], meta
 
+    def export_summary(self) -> str:
+        """What the explorer exports hold, in words."""
+        if not self.payload:
+            return "nothing yet: open the Explorer and pick a sample."
+        s = self.state
+        row = self.store.run_row(s.run_id)
+        run = f"{row.name} ({s.run_id[:8]})" if row else str(s.run_id)
+        shown = self.payload["sides"][0]["methods"]
+        window = f"; context window c={s.window} over {s.window_axis}" if s.window else ""
+        return (f"run {run} · step {s.step} · model {s.model} · sample {s.sample_id} · "
+                f"{'methods' if len(s.methods) > 1 else 'method'} {', '.join(s.methods)}{window}. The HTML file "
+                f"holds the view as shown; the matrix files hold {shown[0]['name']} as shown.")
+
     def export_html(self) -> str | None:
         if not self.payload:
             return None

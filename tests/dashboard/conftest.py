@@ -107,6 +107,25 @@ class Store:
         """Write one more synthetic step into a run (what a training run does while the page is open)."""
         self.writer(label).log_step(step, step_results(step), model=model)
 
+    def add_twin_run(self, label: str, name: str, steps: tuple[int, ...] = (10, 20), rel_change: float = 1e-7) -> str:
+        """A finished run whose steps all hold step 10's results of run ``a``, the matrices of the k-th step
+        scaled by ``1 + k * rel_change`` (differences far below what float16 storage resolves)."""
+        from attrib_mlops.tracking import AttributionWriter
+
+        client = self.client()
+        exp = client.get_experiment_by_name("dashboard-tests").experiment_id
+        run_id = client.create_run(exp, run_name=name).info.run_id
+        self.runs[label] = run_id
+        w = AttributionWriter(client, run_id=run_id, spool_dir=self.spool)
+        w.log_probe_set(probe("a"))
+        for k, step in enumerate(steps):
+            results = step_results(10)
+            for r in results:
+                r.matrix = (r.matrix.astype(np.float64) * (1.0 + k * rel_change)).astype(np.float32)
+            w.log_step(step, results)
+        client.set_terminated(run_id, "FINISHED")
+        return run_id
+
     def writer(self, label: str):
         from attrib_mlops.tracking import AttributionWriter
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -387,3 +388,39 @@ def test_basic_auth_asks_for_a_password(dash_store, tmp_path, page):
         page.locator("input[type=password]").press("Enter")
         page.locator(".overview-table .tabulator-row", has_text="run-a").first.wait_for()
 
+def test_compare_scales_differences_to_the_values_says_which_run_is_a2_and_export_says_what(
+        dashboard, dash_store, page):
+    run = dash_store.add_twin_run("twin", "twin-run")  # two checkpoints equal up to 1e-7 (relative)
+    page.goto(f"{dashboard}/?tab=explorer&run={run}&step=20&sample=s1")
+    wait_state(page, ".explorer-tokens", f"{run}|20|model|saliency|s1|0|source|overlay")
+    tab(page, "Compare")
+    scope = ".compare-tokens"
+    wait_state(page, scope, f"checkpoints|{run}|20|model|{run}|10|model|saliency|s1")
+    page.locator(".compare-identical .attrib-alert", has_text="identical within storage precision").wait_for()
+    sides = page.locator(".compare-sides .attrib-alert").inner_text()
+    assert f"A1: run twin-run ({run[:8]}) · step 20 · model model" in sides
+    assert f"A2: run twin-run ({run[:8]}) · step 10 · model model (by default another checkpoint" in sides
+    hover(page, scope, "a", "target", 0)
+    diff = values(page, scope, "diff", "source")
+    assert np.nanmax(np.abs(diff)) < 1e-5  # tiny differences ...
+    colours = page.locator(f'{scope} .attrib-tok[data-side="diff"][data-role="source"]').evaluate_all(
+        "els => els.map(e => getComputedStyle(e).backgroundColor)")
+    rgb = [[int(c) for c in col[col.index("(") + 1:-1].split(",")] for col in colours if col.startswith("rgb(")]
+    assert rgb and all(min(c) >= 250 for c in rgb), colours  # ... stay white: not saturated
+
+    tab(page, "Export")
+    page.locator(".export-compare-what", has_text=f"A2 = run twin-run ({run[:8]}) · step 10").wait_for()
+    what = page.locator(".export-explorer-what").inner_text()
+    assert f"run twin-run ({run[:8]}) · step 20 · model model · sample s1 · method saliency" in what
+    assert "identical within storage precision" in page.locator(".export-compare-what").inner_text()
+    with page.expect_download() as dl:
+        page.locator(".export-compare-json button").click()
+    doc = json.loads(Path(dl.value.path()).read_text(encoding="utf-8"))
+    assert doc["A1"] == {"run_id": run, "run": "twin-run", "step": 20, "model": "model"}
+    assert doc["A2"]["step"] == 10 and doc["identical_within_storage_precision"] is True
+    with page.expect_download() as dl:
+        page.locator(".export-compare-html button").click()
+    exported = Path(dl.value.path()).read_text(encoding="utf-8")
+    meta = exported.split('<table class="attrib-meta">')[1].split("</table>")[0]
+    assert f"<th>A2</th><td>run twin-run ({run[:8]}) · step 10 · model model</td>" in meta
+    assert "(&#x27;" not in meta and "[" not in meta  # no Python tuples or lists

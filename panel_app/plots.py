@@ -17,7 +17,7 @@ from bokeh.plotting import figure
 
 from attrib_mlops._util import plain_text
 
-__all__ = ["heatmap", "difference_heatmap", "metric_lines", "sequential_palette", "token_labels",
+__all__ = ["heatmap", "difference_heatmap", "metric_lines", "set_marker", "sequential_palette", "token_labels",
            "STORAGE_REL_ERROR", "magnitude", "identical_within_storage"]
 
 _NAN_COLOR = "#eeeeee"
@@ -209,10 +209,24 @@ def metric_lines(series: Mapping[str, Sequence[tuple[int, float]]], *, title: st
         p.line("step", "value", source=src, color=color, line_width=2, legend_label=plain_text(label))
         p.scatter("step", "value", source=src, color=color, size=5)
     p.add_tools(HoverTool(tooltips=[("series", "@series"), ("step", "@step"), ("value", "@value{0.0000}")]))
-    if marker_step is not None:
-        p.add_layout(Span(location=marker_step, dimension="height", line_color="#555", line_dash="dashed"))
+    # the marker exists even without a step, so a view can move it (``set_marker``) without redrawing
+    p.add_layout(Span(location=marker_step if marker_step is not None else 0, dimension="height",
+                      line_color="#555", line_dash="dashed", visible=marker_step is not None, name="step-marker"))
     if p.legend:
-        p.legend.location = "top_left"
-        p.legend.label_text_font_size = "10px"
-        p.legend.click_policy = "hide"
+        legend = p.legend[0]
+        p.center = [r for r in p.center if r is not legend]
+        p.add_layout(legend, "right")  # beside the plot: the curves stay visible
+        legend.location = "top_left"
+        legend.label_text_font_size = "10px"
+        legend.click_policy = "hide"
     return p
+
+
+def set_marker(fig, step: int | None) -> None:
+    """Move the step marker of a :func:`metric_lines` figure to ``step`` (hidden when ``None``)."""
+    from bokeh.models import Span
+
+    for span in fig.select(type=Span, name="step-marker"):
+        if step is not None:
+            span.location = step
+        span.visible = step is not None

@@ -445,3 +445,38 @@ def test_compare_scales_differences_to_the_values_says_which_run_is_a2_and_expor
     assert f"<th>A2</th><td>run twin-run ({run[:8]}) · step 10 · model model</td>" in meta
     assert "(&#x27;" not in meta and "[" not in meta  # no Python tuples or lists
 
+_MODELS_JS = """(kind) => [...Bokeh.documents.flatMap(d => [...d.all_models])]
+                   .filter(m => m.constructor.__name__ === kind)"""
+
+
+def test_evolution_marker_follows_the_checkpoint_legend_beside_the_curves_changes_show_tokens(
+        dashboard, dash_store, page):
+    reader = AttributionReader(dash_store.uri)
+    run = dash_store.runs["a"]
+    page.goto(f"{dashboard}/?tab=explorer&run={run}&step=20&sample=s1")
+    wait_state(page, ".explorer-tokens", f"{run}|20|model|saliency|s1|0|source|overlay")
+    tab(page, "Evolution")
+    page.locator(".evolution-metric-plot .bk-Canvas").first.wait_for()
+    page.locator(".evolution-loss-plot .bk-Canvas").first.wait_for()
+    markers = f"() => ({_MODELS_JS})('Span').filter(s => s.name === 'step-marker').map(s => [s.location, s.visible])"
+    page.wait_for_function(f"() => {{ const m = ({markers})(); return m.length === 2 && "
+                           "m.every(([loc, vis]) => loc === 20 && vis); }")
+    page.locator(".evolution-checkpoint .noUi-handle").first.focus()
+    page.keyboard.press("ArrowRight")  # checkpoint 30: the explorer's step and both markers follow
+    page.wait_for_function(f"() => ({markers})().every(([loc, vis]) => loc === 30 && vis)")
+    legends = page.evaluate(f"""() => ({_MODELS_JS})('Figure').filter(f => f.name && f.name.startsWith('evolution-'))
+                                 .map(f => [f.name, f.right.some(r => r.constructor.__name__ === 'Legend'),
+                                            f.center.some(r => r.constructor.__name__ === 'Legend')])""")
+    curves = [lg for lg in legends if lg[0] in ("evolution-metrics", "evolution-loss")]
+    assert len(curves) == 2 and all(right and not inside for _, right, inside in curves), legends
+
+    first = page.locator(".evolution-changes .tabulator-row").first
+    first.wait_for()
+    sid = first.locator('.tabulator-cell[tabulator-field="sample"]').inner_text().strip()
+    tops = first.locator('.tabulator-cell[tabulator-field^="top @ "]')
+    assert tops.count() == 2  # from step, to step (the run's first and last)
+    for k in range(2):
+        step = int(tops.nth(k).get_attribute("tabulator-field").split("@ ")[1])
+        cell = tops.nth(k).inner_text().strip()
+        pos, _, tok = cell.partition(": ")
+        assert tok == reader.load_sample(run, step, "model", "saliency", sid).source_tokens[int(pos)], cell

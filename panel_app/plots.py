@@ -17,7 +17,8 @@ from bokeh.plotting import figure
 
 from attrib_mlops._util import plain_text
 
-__all__ = ["heatmap", "difference_heatmap", "metric_lines", "set_marker", "sequential_palette", "token_labels",
+__all__ = ["heatmap", "column_normalized", "difference_heatmap", "metric_lines", "set_marker", "sequential_palette",
+           "token_labels",
            "STORAGE_REL_ERROR", "magnitude", "identical_within_storage"]
 
 _NAN_COLOR = "#eeeeee"
@@ -59,6 +60,19 @@ def sequential_palette(rgb: Sequence[int], n: int = 64) -> list[str]:
     return out
 
 
+def column_normalized(matrix: np.ndarray) -> np.ndarray:
+    """Each column min-max normalised to [0, 1] over its finite cells (NaN stays NaN; a flat column is 0)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    out = np.full_like(m, np.nan)
+    for j in range(m.shape[1]):
+        col = m[:, j]
+        ok = np.isfinite(col)
+        if ok.any():
+            lo, hi = col[ok].min(), col[ok].max()
+            out[ok, j] = (col[ok] - lo) / (hi - lo) if hi > lo else 0.0
+    return out
+
+
 def _fmt(x: float) -> str:
     return f"{x:.6g}" if math.isfinite(x) else "undefined"
 
@@ -77,11 +91,15 @@ def heatmap(
     title: str = "",
     color: Sequence[int] | None = None,
     name: str = "heatmap",
+    normalize: str = "matrix",
 ):
     """A ``rect`` heatmap of ``matrix[i, j]`` (rows: source tokens top to bottom, columns: target tokens).
 
     NaN cells (undefined, e.g. the future of a decoder-only model) are light grey.
-    Hover shows the token pair and the value.
+    Hover shows the token pair and the value. ``normalize="matrix"`` colours every cell on one scale
+    (the colour bar gives the values); ``"column"`` min-max normalises each target column on its own, so
+    one bright column does not wash out the others (the colour bar then reads 0..1 per column). The
+    colour comes from the ``shade`` column of the data source.
     """
     m = np.asarray(matrix, dtype=np.float64)
     ns, nt = m.shape
@@ -98,10 +116,18 @@ def heatmap(
         "value": [v if math.isfinite(v) else float("nan") for v in vals.tolist()],
         "value_s": [_fmt(v) for v in vals.tolist()],
     }
-    finite = vals[np.isfinite(vals)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if hi <= lo:
-        hi = lo + 1.0
+    if normalize == "column":
+        shade = column_normalized(m).ravel()
+        lo, hi = 0.0, 1.0
+    elif normalize == "matrix":
+        shade = vals
+        finite = vals[np.isfinite(vals)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if hi <= lo:
+            hi = lo + 1.0
+    else:
+        raise ValueError(f"normalize must be 'matrix' or 'column', got {normalize!r}")
+    data["shade"] = [v if math.isfinite(v) else float("nan") for v in shade.tolist()]
     palette = sequential_palette(color) if color is not None else Viridis256
     mapper = LinearColorMapper(palette=palette, low=lo, high=hi, nan_color=_NAN_COLOR)
     width, height = _size(ns, nt)
@@ -111,7 +137,7 @@ def heatmap(
         tools="save", toolbar_location="right", x_axis_location="above", name=name,
     )
     p.rect("x", "y", width=1, height=1, source=ColumnDataSource(data),
-           fill_color={"field": "value", "transform": mapper}, line_color="white", line_width=0.5)
+           fill_color={"field": "shade", "transform": mapper}, line_color="white", line_width=0.5)
     p.add_tools(HoverTool(tooltips=(
         '<div class="attrib-tt">'
         '<div>source <b data-tt="source">@src</b> (<span data-tt="i">@i</span>)</div>'
@@ -119,7 +145,8 @@ def heatmap(
         '<div>value <b data-tt="value">@value_s</b></div>'
         '</div>'
     )))
-    p.add_layout(ColorBar(color_mapper=mapper, width=10), "right")
+    p.add_layout(ColorBar(color_mapper=mapper, width=10, title="per column" if normalize == "column" else None),
+                 "right")
     p.xaxis.major_label_orientation = math.pi / 3
     p.axis.major_label_text_font_size = "11px"
     p.grid.grid_line_color = None

@@ -47,6 +47,9 @@ class ExplorerView(pn.viewable.Viewer):
                                                          "window over target": "target"},
                                                 value=self.state.window_axis, css_classes=["explorer-axis"],
                                                 align="end")
+        self.normalize = pn.widgets.RadioButtonGroup(
+            options={"colours: whole matrix": "matrix", "colours: per column": "column"}, value=self.state.normalize,
+            css_classes=["explorer-normalize"], align="end")
         self.combine = pn.widgets.RadioButtonGroup(options={"overlay methods": "overlay", "mean of methods": "mean"},
                                                    value=self.state.combine, css_classes=["explorer-combine"],
                                                    align="end")
@@ -57,7 +60,7 @@ class ExplorerView(pn.viewable.Viewer):
         self.heatmaps = pn.Row(sizing_mode="stretch_width", css_classes=["explorer-heatmaps"])
         for w, p in ((self.run, "run_id"), (self.step, "step"), (self.model, "model"), (self.sample, "sample_id"),
                      (self.methods, "methods"), (self.window, "window"), (self.axis, "window_axis"),
-                     (self.combine, "combine")):
+                     (self.combine, "combine"), (self.normalize, "normalize")):
             w.param.watch(lambda e, p=p: self._from_widget(p, e.new), "value")
         self.state.param.watch(lambda *_e: self.sync(), list(self.state.param)[1:])
 
@@ -162,6 +165,7 @@ class ExplorerView(pn.viewable.Viewer):
             samples[f"{sid} · {text[:60]}{'…' if len(text) > 60 else ''}"] = sid
         _set_options(self.sample, samples, s.sample_id)
         self.window.value, self.axis.value, self.combine.value = s.window, s.window_axis, s.combine
+        self.normalize.value = s.normalize
 
     def refresh(self) -> None:
         """Live refresh: re-read the manifest of the shown run when it may have new steps."""
@@ -182,7 +186,8 @@ class ExplorerView(pn.viewable.Viewer):
     # ----------------------------------------------------------------- drawing
     def _key(self) -> tuple:
         s = self.state
-        return (s.run_id, s.step, s.model, tuple(s.methods), s.sample_id, s.window, s.window_axis, s.combine)
+        return (s.run_id, s.step, s.model, tuple(s.methods), s.sample_id, s.window, s.window_axis, s.combine,
+                s.normalize)
 
     def draw(self, force: bool = False) -> None:
         key = self._key()
@@ -212,7 +217,7 @@ class ExplorerView(pn.viewable.Viewer):
             self.alert.show(explain_error(e, self.store.tracking_uri, "preparing the view"))
             return
         payload["state"] = "|".join("" if v is None else (",".join(v) if isinstance(v, tuple) else str(v))
-                                    for v in key)
+                                    for v in key[:8])  # the heatmaps' colour scale is not the tokens' state
         self.alert.show(None)
         self.results, self.payload, self._drawn = got.value, payload, key
         self.tokens.data = payload
@@ -224,8 +229,11 @@ class ExplorerView(pn.viewable.Viewer):
             return []
         side = self.payload["sides"][0]
         suffix = f" · window c={self.state.window} over {self.state.window_axis}" if self.state.window else ""
+        per_column = self.state.normalize == "column"
+        suffix += " · colours per column" if per_column else ""
         return [heatmap(_matrix(m["matrix"]), side["source"], side["target"], title=f"{m['name']}{suffix}",
-                        color=m["color"], name=f"heatmap-{k}") for k, m in enumerate(side["methods"])]
+                        color=m["color"], name=f"heatmap-{k}", normalize=self.state.normalize)
+                for k, m in enumerate(side["methods"])]
 
     def check_artifacts(self) -> None:
         if not self.state.run_id:
@@ -269,6 +277,7 @@ class ExplorerView(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         row1 = pn.Row(self.run, self.step, self.model, self.sample, sizing_mode="stretch_width")
-        row2 = pn.Row(self.methods, self.combine, self.window, self.axis, self.check, sizing_mode="stretch_width")
+        row2 = pn.Row(self.methods, self.combine, self.window, self.axis, self.normalize, self.check,
+                      sizing_mode="stretch_width")
         return pn.Column(row1, row2, self.alert, self.link, self.note, self.tokens, self.heatmaps,
                          sizing_mode="stretch_width", css_classes=["view-explorer"])

@@ -480,3 +480,38 @@ def test_evolution_marker_follows_the_checkpoint_legend_beside_the_curves_change
         cell = tops.nth(k).inner_text().strip()
         pos, _, tok = cell.partition(": ")
         assert tok == reader.load_sample(run, step, "model", "saliency", sid).source_tokens[int(pos)], cell
+
+
+def test_explorer_per_column_colours_and_each_method_distinguishable(dashboard, dash_store, page):
+    reader = AttributionReader(dash_store.uri)
+    run = dash_store.runs["a"]
+    page.goto(f"{dashboard}/?tab=explorer&run={run}&step=20&sample=s1")
+    scope = ".explorer-tokens"
+    wait_state(page, scope, f"{run}|20|model|saliency|s1|0|source|overlay")
+    page.locator(".explorer-methods button", has_text="attention").click()
+    wait_state(page, scope, f"{run}|20|model|saliency,attention|s1|0|source|overlay")
+    toks = page.locator(f'{scope} .attrib-tok[data-side="a"][data-role="source"]')
+    bars = toks.evaluate_all("""els => els.map(e => [...e.querySelectorAll('.attrib-bar')]
+                                 .map(b => [b.dataset.method, b.dataset.t === 'nan' ? null : Number(b.dataset.t)]))""")
+    assert all([m for m, _ in tok] == ["saliency", "attention"] for tok in bars), bars
+    for k, method in enumerate(("saliency", "attention")):  # each bar: that method's own normalised I(x)
+        imp = source_importance(reader.load_sample(run, 20, "model", method, "s1").matrix)
+        want = (imp - np.nanmin(imp)) / (np.nanmax(imp) - np.nanmin(imp))
+        shown = np.array([np.nan if tok[k][1] is None else tok[k][1] for tok in bars])
+        assert_close(shown, want, 1.0, 5e-3)
+
+    shade = """() => { const f = [...Bokeh.documents.flatMap(d => [...d.all_models])]
+                        .filter(m => m.constructor.__name__ === 'Figure' && m.name === 'heatmap-0').pop();
+                      if (!f) return null;
+                      const d = f.renderers[0].data_source.data;
+                      return [Array.from(d.j), Array.from(d.shade), Array.from(d.value)]; }"""
+    page.locator(".explorer-normalize button", has_text="per column").click()
+    page.wait_for_function(f"() => {{ const s = ({shade})(); "
+                           "return s && s[1].some((v, k) => Number.isFinite(v) && v !== s[2][k]); }")
+    j, sh, val = (np.array(x, dtype=float) for x in page.evaluate(shade))
+    a = reader.load_sample(run, 20, "model", "saliency", "s1").matrix
+    for col in range(a.shape[1]):  # every column spans the whole colour scale on its own
+        got = sh[j == col]
+        assert np.nanmax(got) == pytest.approx(1.0) and np.nanmin(got) == pytest.approx(0.0)
+        assert np.nanargmax(got) == np.nanargmax(a[:, col])
+    wait_state(page, scope, f"{run}|20|model|saliency,attention|s1|0|source|overlay")  # the tokens stay as they were

@@ -301,12 +301,17 @@ def test_new_job_form_runs_a_tiny_model(dashboard, tiny_dir, page):
     tab(page, "Evolution")
     page.locator(".evolution-runs").first.click()
     tab(page, "New job")
-    page.locator('.job-table tr[data-status="finished"]').wait_for()
-    assert page.locator('.job-table tr[data-status="failed"]').count() == 0
+    done = page.locator('.job-table tr.job-session[data-status="finished"]')
+    done.wait_for()
+    assert page.locator('.job-table tr.job-session[data-status="failed"]').count() == 0
+    run_id = done.get_attribute("data-run")
     tab(page, "Runs")
     row.click()  # the job's run opens in the explorer
     page.locator('.explorer-tokens .attrib-tok[data-role="target"]', has_text="w4").first.wait_for()
     page.locator(".explorer-run select").locator("option", has_text=name).first.wait_for(state="attached")
+    page.goto(f"{dashboard}/?tab=jobs")  # a new session lists the job from the store (issue 9 item 20)
+    page.locator(f'.job-table tr.job-stored[data-run="{run_id}"][data-status="finished"]', has_text=name).wait_for()
+    assert page.locator(".job-table tr.job-session").count() == 0
 
 
 def test_bad_artifacts_are_explained_and_the_page_stays_usable(dashboard, dash_store, page):

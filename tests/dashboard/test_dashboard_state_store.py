@@ -354,6 +354,24 @@ def test_job_runner_logs_a_finished_run(tiny_dir, tmp_path):
     assert r.target_tokens == ["w8"] and r.engine == "native"
     runner.shutdown(wait=True)
 
+    # the jobs table reads jobs from the store, whoever ran them (issue 9 item 20): this dashboard job, a job of
+    # `attrib-mlops run` (tag attrib_mlops.kind=job), not a plain training run
+    from mlflow.tracking import MlflowClient
+
+    from panel_app.store import DashboardStore
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("other-exp", artifact_location=str(tmp_path / "other-art"))
+    cli_job = client.create_run(exp, run_name="cli-job", tags={"attrib_mlops.kind": "job",
+                                                                "attrib_mlops.error": "<b>boom</b>"}).info.run_id
+    client.set_terminated(cli_job, "FAILED")
+    client.create_run(exp, run_name="training-run")
+    got = DashboardStore(uri).jobs()
+    assert got.ok, got.error
+    assert [(j["name"], j["status"], j["experiment"]) for j in got.value] == [
+        ("cli-job", "FAILED", "other-exp"), ("unit-job", "FINISHED", "jobs")]
+    assert got.value[1]["run_id"] == snap["run_id"] and got.value[0]["error"] == "<b>boom</b>"
+
 
 def test_job_worker_reports_failures(tmp_path, capsys):
     from panel_app.jobs import main

@@ -269,6 +269,8 @@ def test_view_tooltips_show_positions_and_significant_digits_and_colour_bars_fol
     mappers_js = """() => [...Bokeh.documents[0].all_models].filter(m => m.constructor.__name__ === 'LinearColorMapper')
                             .map(m => [m.low, m.high])"""
     page = chromium.new_page(viewport={"width": 1300, "height": 1000})
+    outside = []  # the view is self-contained: no request leaves the file
+    page.on("request", lambda r: outside.append(r.url) if r.url.startswith(("http:", "https:", "ws:")) else None)
     try:
         page.goto(path.as_uri())
         page.locator(".bk-Canvas").first.wait_for()
@@ -292,6 +294,7 @@ def test_view_tooltips_show_positions_and_significant_digits_and_colour_bars_fol
     finally:
         page.close()
     assert tips, "no tooltip over the heatmap"
+    assert not outside, outside
     m = re.search(r"source:\s*(\d+): (\S+)\s+target:\s*(\d+): (\S+)\s+value:\s*(\S+)", tips[0])
     assert m, tips[0]
     i, src, j, tgt, value = int(m[1]), m[2], int(m[3]), m[4], m[5]

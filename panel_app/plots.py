@@ -231,11 +231,12 @@ def metric_lines(series: Mapping[str, Sequence[tuple[int, float]]], *, title: st
             continue
         steps = [int(s) for s, _ in pts]
         vals = [float(v) if math.isfinite(v) else float("nan") for _, v in pts]
-        src = ColumnDataSource({"step": steps, "value": vals, "series": [label] * len(steps)})
+        src = ColumnDataSource({"step": steps, "value": vals, "series": [label] * len(steps),
+                                "value_s": [_fmt(v) for v in vals]})  # significant digits, never 0.0000
         color = _LINE_COLORS[k % len(_LINE_COLORS)]
         p.line("step", "value", source=src, color=color, line_width=2, legend_label=plain_text(label))
         p.scatter("step", "value", source=src, color=color, size=5)
-    p.add_tools(HoverTool(tooltips=[("series", "@series"), ("step", "@step"), ("value", "@value{0.0000}")]))
+    p.add_tools(HoverTool(tooltips=[("series", "@series"), ("step", "@step"), ("value", "@value_s")]))
     # the marker exists even without a step, so a view can move it (``set_marker``) without redrawing
     p.add_layout(Span(location=marker_step if marker_step is not None else 0, dimension="height",
                       line_color="#555", line_dash="dashed", visible=marker_step is not None, name="step-marker"))

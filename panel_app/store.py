@@ -440,16 +440,20 @@ class DashboardStore:
         return self._guard(go, f"comparing steps {step_a} and {step_b} of run {run_id}")
 
     # ------------------------------------------------------------ checkpoints
-    def logged_models(self) -> Fetched[list[str]]:
-        """``models:/<id>`` URIs of MLflow LoggedModels in the store (checkpoints a job can attribute)."""
+    def logged_models(self) -> Fetched[dict[str, str]]:
+        """MLflow LoggedModels in the store (checkpoints a job can attribute): ``"<name> · run <run> · <id>"`` ->
+        ``models:/<id>`` (the run named when it is among the listed runs)."""
 
-        def go() -> list[str]:
+        def go() -> dict[str, str]:
             client = self.reader.client
             exps = [e.experiment_id for e in client.search_experiments(max_results=200)]
             if not exps or not hasattr(client, "search_logged_models"):
-                return []
-            found = client.search_logged_models(experiment_ids=exps, max_results=200)
-            return [f"models:/{m.model_id}" for m in found]
+                return {}
+            out = {}
+            for m in client.search_logged_models(experiment_ids=exps, max_results=200):
+                row = self.run_row(m.source_run_id) if m.source_run_id else None
+                out[f"{m.name}{f' · run {row.name}' if row else ''} · {m.model_id}"] = f"models:/{m.model_id}"
+            return out
 
         return self._guard(go, "listing logged models")
 

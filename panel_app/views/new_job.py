@@ -35,7 +35,7 @@ class NewJobView(pn.viewable.Viewer):
         self.models = pn.widgets.TextAreaInput(
             label="Models: one per line, [name=]local folder, runs:/<run_id>/<path> or models:/...",
             value=f.models, height=80, sizing_mode="stretch_width", css_classes=["job-models"])
-        self.logged = pn.widgets.Select(label="Add a logged checkpoint", options=[], width=320,
+        self.logged = pn.widgets.Select(label="Add a logged checkpoint", options={}, width=320,
                                         css_classes=["job-logged"])
         self.add_logged = pn.widgets.Button(label="Add", align="end", width=60)
         self.add_logged.on_click(self._add_logged)
@@ -78,7 +78,7 @@ class NewJobView(pn.viewable.Viewer):
         _set_options(self.probe_run, runs, self.form.probe_run if self.form.probe_run in runs.values()
                      else next(iter(runs.values()), None))
         got = self.store.logged_models()
-        self.logged.options = got.value if got.ok else []
+        self.logged.options = got.value if got.ok else {}
         self._read_stored()
 
     def _read_stored(self) -> None:

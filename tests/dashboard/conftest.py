@@ -163,6 +163,9 @@ def build_store(root: Path) -> Store:
         w.log_step(step, step_results(step))
         client.log_metric(run_a.info.run_id, "loss", 2.0 / (1 + step / 10), step=step)
     w.log_step(30, step_results(30, model_seed=7), model="other")
+    from attrib_mlops.tracking.logged_models import create_checkpoint_model
+
+    create_checkpoint_model(client, run_a.info.run_id, 30, str(root / "checkpoint-30"))  # New job's checkpoint list
 
     run_b = client.create_run(exp, run_name="run-b")
     store.runs["b"] = run_b.info.run_id

@@ -287,6 +287,7 @@ def test_new_job_form_runs_a_tiny_model(dashboard, tiny_dir, page):
     nothing is fetched from outside 127.0.0.1 (the page fixture fails on any such request: issue 9 item 16,
     Panel's stylesheets of a hidden pane came from its CDN)."""
     page.goto(f"{dashboard}/?tab=jobs")
+    page.locator(".job-logged option", has_text="checkpoint-30 · run run-a · m-").wait_for(state="attached")
     name = f"browser-job-{os.getpid()}"
     for css, text in ((".job-name input", name), (".job-models textarea", f"tiny={tiny_dir}"),
                       (".job-text textarea", "w1 w2 w3 ||| w4 w5\nw6 w7 ||| w8")):
@@ -474,6 +475,8 @@ def test_evolution_marker_follows_the_checkpoint_legend_beside_the_curves_change
                                             f.center.some(r => r.constructor.__name__ === 'Legend')])""")
     curves = [lg for lg in legends if lg[0] in ("evolution-metrics", "evolution-loss")]
     assert len(curves) == 2 and all(right and not inside for _, right, inside in curves), legends
+    tips = page.evaluate(f"() => ({_MODELS_JS})('HoverTool').map(h => JSON.stringify(h.tooltips))")
+    assert any("@value_s" in t for t in tips) and not any("0.0000" in t for t in tips), tips  # significant digits
 
     first = page.locator(".evolution-changes .tabulator-row").first
     first.wait_for()

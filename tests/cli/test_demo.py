@@ -64,6 +64,9 @@ def test_demo_end_to_end(tmp_path):
         assert run.data.tags["attrib_mlops.dashboard_url"] == link and link in run.data.tags["mlflow.note.content"]
         # issue 9 item 18: multi-token probe targets next to the single-token questions
         assert len(reader.probe(rid)) == 16 + 4
+        two = reader.load_sample(rid, 40, "model", "saliency", "kv-1234-0-two")
+        assert len(two.target_tokens) == 5 and two.matrix.shape[1] == 5
+        assert len(reader.load_sample(rid, 40, "model", "saliency", "kv-1234-0").target_tokens) == 1
     # the New job tab's "logged checkpoint" list offers the demo's checkpoints, named by their runs
     from panel_app.store import DashboardStore
 
@@ -75,9 +78,6 @@ def test_demo_end_to_end(tmp_path):
     expected = {f"checkpoint-40 · run {names[m.source_run_id]} · {m.model_id}": f"models:/{m.model_id}"
                 for m in client.search_logged_models(experiment_ids=[exp.experiment_id])}
     assert listed.value == expected and len(expected) == 2
-        two = reader.load_sample(rid, 40, "model", "saliency", "kv-1234-0-two")
-        assert len(two.target_tokens) == 5 and two.matrix.shape[1] == 5
-        assert len(reader.load_sample(rid, 40, "model", "saliency", "kv-1234-0").target_tokens) == 1
 
 
 @pytest.mark.slow

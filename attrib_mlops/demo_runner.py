@@ -19,8 +19,15 @@ their accuracy is comparable while their attribution is not: the clean run's
 training data carries hints too, but uninformative ones (right only by chance),
 so the cue exists in both runs and only its reliability differs.
 
+The probe set also holds a few rows with multi-token targets (a second question
+answered in the target, :func:`~attrib_mlops.demo.tasks.two_question_rows`), so the
+explorer shows target colouring and row hover on real several-token targets.
+
 Checkpoints are saved under ``<store>/checkpoints/<run>/checkpoint-<step>``
-(usable with ``attrib-mlops backfill``).
+(usable with ``attrib-mlops backfill``); each is logged as an MLflow LoggedModel
+``checkpoint-<step>`` linked to that step's attribution metrics (the dashboard's
+New job tab lists them). Each run is tagged with its dashboard deep link
+(``attrib_mlops.dashboard_url``, also in the run's description).
 
 This module is an entry point (it uses the callbacks, the tracking layer and the
 demo's tasks and models), next to the CLI that runs it; :mod:`attrib_mlops.demo`
@@ -39,9 +46,13 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DemoConfig", "run_demo", "train_data", "EXPERIMENT"]
+__all__ = ["DemoConfig", "run_demo", "train_data", "dashboard_url", "EXPERIMENT", "DASHBOARD_URL_TAG"]
 
 EXPERIMENT = "attrib-mlops-demo"
+#: Tag holding a run's deep link into the dashboard (served on its default address).
+DASHBOARD_URL_TAG = "attrib_mlops.dashboard_url"
+#: Multi-token probe rows added to the demo's probe set.
+N_TWO_QUESTION_PROBES = 4
 
 
 @dataclass
@@ -79,13 +90,27 @@ def train_data(kind: str, cfg: DemoConfig):
     raise ValueError(f"unknown demo run {kind!r}; choose clean or shortcut")
 
 
+def dashboard_url(run_id: str, host: str = "127.0.0.1", port: int = 5006) -> str:
+    """The dashboard's deep link to a run (``attrib-mlops dashboard`` serves 127.0.0.1:5006 by default).
+
+    Example:
+        >>> dashboard_url("abc")
+        'http://127.0.0.1:5006/?tab=explorer&run=abc'
+    """
+    from urllib.parse import quote
+
+    return f"http://{host}:{int(port)}/?tab=explorer&run={quote(str(run_id), safe='')}"
+
+
 def run_demo(cfg: DemoConfig | None = None, progress: bool = True) -> dict[str, Any]:
     """Train the demo runs and return ``{"tracking_uri", "experiment_id", "runs": {name: run_id}, ...}``."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
     from .callbacks import AttributionCallback
-    from .demo.tasks import keyvalue_vocab, probe_set
+    from datasets import concatenate_datasets
+
+    from .demo.tasks import keyvalue_vocab, probe_set, two_question_rows
     from .demo.tiny import build_tiny_model
     from .demo.train import DEFAULT_MODEL, keyvalue_accuracy, train_keyvalue
     from .tracking.runs import get_or_create_experiment, get_or_create_run
@@ -97,7 +122,8 @@ def run_demo(cfg: DemoConfig | None = None, progress: bool = True) -> dict[str, 
     # the local demo store keeps its artifacts in it; another tracking store places them as it does
     artifacts = None if cfg.tracking_uri_override else (cfg.store.resolve() / "artifacts").as_uri()
     exp_id = get_or_create_experiment(client, EXPERIMENT, artifact_location=artifacts)
-    probe = probe_set(n=cfg.n_probe, shortcut=True)
+    probe = probe_set(n=cfg.n_probe, shortcut=True)  # accuracy is measured on these single-token questions
+    tracked = concatenate_datasets([probe, two_question_rows(probe, N_TWO_QUESTION_PROBES)])
     out: dict[str, Any] = {"tracking_uri": uri, "experiment_id": exp_id, "runs": {}, "accuracy": {}, "seconds": {}}
     old_uri = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
@@ -110,13 +136,18 @@ def run_demo(cfg: DemoConfig | None = None, progress: bool = True) -> dict[str, 
                                        run_name=run_name, context_tags=True)
             # active, so transformers' MLflowCallback logs the loss into the same run
             with mlflow.start_run(run_id=handle.run_id) as run:
-                mlflow.set_tags({"attrib_mlops.demo": kind, "attrib_mlops.demo.train_data": kind})
+                link = dashboard_url(run.info.run_id)
+                mlflow.set_tags({"attrib_mlops.demo": kind, "attrib_mlops.demo.train_data": kind,
+                                 DASHBOARD_URL_TAG: link,
+                                 "mlflow.note.content": f"Attribution of this run in the dashboard: {link} "
+                                                        f"(start it with `attrib-mlops dashboard --tracking-uri "
+                                                        f"{uri}`)."})
                 mlflow.log_params({"demo.run": kind, "demo.max_steps": cfg.max_steps, "demo.lr": cfg.lr})
                 cb = AttributionCallback(
-                    probe,
+                    tracked,
                     methods=list(cfg.methods),
                     every_n_steps=cfg.log_every,
-                    on_save=False,
+                    on_save=True,  # each checkpoint: a LoggedModel linked to its step's metrics
                     run_id=run.info.run_id,
                     tracking_uri=uri,
                     spool_dir=cfg.store / "spool",

@@ -109,6 +109,8 @@ class DashboardApp(pn.viewable.Viewer):
             self.jobs.refresh()
         elif tab == "explorer":
             self.explorer.sync()
+        elif tab == "export":
+            self.export.activate()
 
     # --------------------------------------------------------------- loading
     def load(self) -> None:
@@ -132,6 +134,7 @@ class DashboardApp(pn.viewable.Viewer):
         """Hook into the current Panel session: URL sync, first load after the page renders, live refresh."""
         if pn.state.location is not None:
             pn.state.location.sync(self.state, {"tab": "tab"})
+            self.explorer.expect_link(pn.state.location.search)  # read before the sync makes it valid
             pn.state.location.sync(self.state.explorer, {"run_id": "run", "step": "step", "model": "model",
                                                          "sample_id": "sample"}, on_error=self._url_values)
             if self.state.tab != "overview":

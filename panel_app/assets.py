@@ -78,7 +78,8 @@ function attribDraw(root, data) {
     legend.appendChild(item);
   }
   const hint = el("span", "attrib-hint",
-    "colour = min-max normalised importance I(x) / I(y); hover a target token to see which source tokens it used, a source token to see which targets used it");
+    "colour = min-max normalised importance I(x) / I(y); hover a target token to see which source tokens it used, a source token to see which targets used it" +
+    (sides[0].methods.length > 1 ? "; the bars under each token: each method on its own" : ""));
   legend.appendChild(hint);
   root.appendChild(legend);
   const status = el("div", "attrib-status", "\u00a0");
@@ -144,15 +145,37 @@ function attribDraw(root, data) {
     if (values !== undefined) span.dataset.values = JSON.stringify(values.map(v => (v === null || !isFinite(v)) ? null : v));
     span.title = `${span.dataset.role} ${span.dataset.index} ${JSON.stringify(span.dataset.token)}: ${attribFmt(value)}`;
   };
+  // several methods: besides the blended background, one bar per method under the token, in that
+  // method's colour, as strong as its own normalised value (a blend of three colours is unreadable)
+  const paintBars = (span, layers, methods) => {
+    let bars = span.querySelector(".attrib-bars");
+    if (layers.length < 2) { if (bars) bars.remove(); span.classList.remove("attrib-multi"); return; }
+    span.classList.add("attrib-multi");
+    if (!bars || bars.children.length !== layers.length) {
+      if (bars) bars.remove();
+      bars = el("span", "attrib-bars");
+      methods.forEach((m) => { const b = el("i", "attrib-bar"); b.dataset.method = m.name; bars.appendChild(b); });
+      span.appendChild(bars);
+    }
+    layers.forEach((l, k) => {
+      const b = bars.children[k];
+      b.style.background = `rgb(${l.color[0]}, ${l.color[1]}, ${l.color[2]})`;
+      b.style.opacity = (l.t === null || l.t === undefined) ? "0" : String(Math.max(0.08, l.t));
+      b.dataset.t = (l.t === null || l.t === undefined) ? "nan" : String(l.t);
+    });
+  };
   const paintVectors = (list, vectors, methods) => {
     const norms = vectors.map(v => attribNorm(v));
     list.forEach((span, i) => {
       const layers = methods.map((m, k) => ({ t: norms[k][i], color: m.color }));
       paint(span, attribBlend(layers), vectors[0][i], vectors.map(v => v[i]));
+      paintBars(span, layers, methods);
     });
   };
-  const paintDiverging = (list, vals) => {
-    const m = attribAbsMax(vals);
+  // scale: the magnitude of the values compared (max |A1|, |A2|), so a tiny difference stays pale;
+  // without one (older payloads) the largest |difference| shown
+  const paintDiverging = (list, vals, scale) => {
+    const m = (typeof scale === "number" && scale > 0) ? scale : attribAbsMax(vals);
     list.forEach((span, i) => paint(span, attribDiverging(vals[i], m), vals[i], [vals[i]]));
   };
   const clearActive = () => {
@@ -166,8 +189,8 @@ function attribDraw(root, data) {
       paintVectors(spans[side.key].target, side.methods.map(m => m.target), side.methods);
     }
     if (diff) {
-      paintDiverging(spans.diff.source, diff.source_values);
-      paintDiverging(spans.diff.target, diff.target_values);
+      paintDiverging(spans.diff.source, diff.source_values, diff.source_scale);
+      paintDiverging(spans.diff.target, diff.target_values, diff.target_scale);
     }
     status.textContent = "\u00a0";
     status.dataset.hover = "";
@@ -191,10 +214,10 @@ function attribDraw(root, data) {
     }
     if (diff && targets.includes("diff")) {
       if (role === "target" && index < diff.target.length) {
-        paintDiverging(spans.diff.source, diff.matrix.map(row => row[index]));
+        paintDiverging(spans.diff.source, diff.matrix.map(row => row[index]), diff.cell_scale);
         spans.diff.target[index].classList.add("attrib-active");
       } else if (role === "source" && index < diff.source.length) {
-        paintDiverging(spans.diff.target, diff.matrix[index]);
+        paintDiverging(spans.diff.target, diff.matrix[index], diff.cell_scale);
         spans.diff.source[index].classList.add("attrib-active");
       }
     }
@@ -225,6 +248,9 @@ TOKENS_CSS = """
               white-space: pre; cursor: default; font-family: var(--bokeh-mono-font, monospace); }
 .attrib-tok.attrib-undef { background: repeating-linear-gradient(45deg, #f4f4f4, #f4f4f4 3px, #e6e6e6 3px, #e6e6e6 6px); color: #999; }
 .attrib-tok.attrib-active { outline: 2px solid #111; outline-offset: 1px; }
+.attrib-tok.attrib-multi { position: relative; margin-bottom: 6px; }
+.attrib-bars { position: absolute; left: 1px; right: 1px; bottom: -6px; height: 4px; display: flex; gap: 1px; }
+.attrib-bar { flex: 1; height: 4px; border-radius: 1px; }
 .attrib-tgt { display: inline-flex; flex-direction: column; align-items: center; }
 .attrib-score { font-size: 10px; color: #666; font-family: var(--bokeh-mono-font, monospace); }
 .attrib-sep { color: #bbb; padding: 0 2px; }

@@ -64,13 +64,24 @@ def csv_text(value: Any) -> str:
     return text
 
 
+def _readable(value: Any) -> str:
+    """A metadata value as a reader would write it: lists joined with commas, nothing as a dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_readable(v) for v in value) or "—"
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k} {_readable(v)}" for k, v in value.items())
+    return str(value)
+
+
 def standalone_html(payload: Mapping[str, Any], figures: Sequence[Any], *, title: str,
                     meta: Mapping[str, Any] | None = None, message: str | None = None) -> str:
     """A self-contained HTML page: the token view of ``payload`` and the Bokeh ``figures``."""
     from bokeh.embed import components
 
     script, divs = components(list(figures)) if figures else ("", ())
-    meta_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+    meta_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_readable(v))}</td></tr>"
                         for k, v in (meta or {}).items())
     note = f'<p class="attrib-note">{html.escape(message)}</p>' if message else ""
     return f"""<!DOCTYPE html>

@@ -17,9 +17,31 @@ from bokeh.plotting import figure
 
 from attrib_mlops._util import plain_text
 
-__all__ = ["heatmap", "difference_heatmap", "metric_lines", "sequential_palette", "token_labels"]
+__all__ = ["heatmap", "column_normalized", "difference_heatmap", "metric_lines", "set_marker", "sequential_palette",
+           "token_labels",
+           "STORAGE_REL_ERROR", "magnitude", "identical_within_storage"]
 
 _NAN_COLOR = "#eeeeee"
+
+#: Error of a stored attribution matrix relative to its largest |value|: the store keeps ``A / max|A|`` as
+#: float16, so ``|A - stored| <= 2**-12 * max|A|`` (attrib_mlops/tracking/columnar.py).
+STORAGE_REL_ERROR = 2.0 ** -12
+
+
+def magnitude(*matrices: np.ndarray) -> float:
+    """The largest finite ``|value|`` over ``matrices`` (0.0 when there is none)."""
+    best = 0.0
+    for m in matrices:
+        a = np.abs(np.asarray(m, dtype=np.float64))
+        a = a[np.isfinite(a)]
+        if a.size:
+            best = max(best, float(a.max()))
+    return best
+
+
+def identical_within_storage(diff: np.ndarray, left: np.ndarray, right: np.ndarray) -> bool:
+    """Whether ``diff = left - right`` is within what storing both can change: ``<= 2**-12 (max|A1| + max|A2|)``."""
+    return magnitude(diff) <= STORAGE_REL_ERROR * (magnitude(left) + magnitude(right))
 
 
 def token_labels(tokens: Sequence[str]) -> list[str]:
@@ -35,6 +57,19 @@ def sequential_palette(rgb: Sequence[int], n: int = 64) -> list[str]:
         a = k / (n - 1)
         out.append("#%02x%02x%02x" % (round(255 * (1 - a) + a * r), round(255 * (1 - a) + a * g),
                                       round(255 * (1 - a) + a * b)))
+    return out
+
+
+def column_normalized(matrix: np.ndarray) -> np.ndarray:
+    """Each column min-max normalised to [0, 1] over its finite cells (NaN stays NaN; a flat column is 0)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    out = np.full_like(m, np.nan)
+    for j in range(m.shape[1]):
+        col = m[:, j]
+        ok = np.isfinite(col)
+        if ok.any():
+            lo, hi = col[ok].min(), col[ok].max()
+            out[ok, j] = (col[ok] - lo) / (hi - lo) if hi > lo else 0.0
     return out
 
 
@@ -56,11 +91,15 @@ def heatmap(
     title: str = "",
     color: Sequence[int] | None = None,
     name: str = "heatmap",
+    normalize: str = "matrix",
 ):
     """A ``rect`` heatmap of ``matrix[i, j]`` (rows: source tokens top to bottom, columns: target tokens).
 
     NaN cells (undefined, e.g. the future of a decoder-only model) are light grey.
-    Hover shows the token pair and the value.
+    Hover shows the token pair and the value. ``normalize="matrix"`` colours every cell on one scale
+    (the colour bar gives the values); ``"column"`` min-max normalises each target column on its own, so
+    one bright column does not wash out the others (the colour bar then reads 0..1 per column). The
+    colour comes from the ``shade`` column of the data source.
     """
     m = np.asarray(matrix, dtype=np.float64)
     ns, nt = m.shape
@@ -77,10 +116,18 @@ def heatmap(
         "value": [v if math.isfinite(v) else float("nan") for v in vals.tolist()],
         "value_s": [_fmt(v) for v in vals.tolist()],
     }
-    finite = vals[np.isfinite(vals)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if hi <= lo:
-        hi = lo + 1.0
+    if normalize == "column":
+        shade = column_normalized(m).ravel()
+        lo, hi = 0.0, 1.0
+    elif normalize == "matrix":
+        shade = vals
+        finite = vals[np.isfinite(vals)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if hi <= lo:
+            hi = lo + 1.0
+    else:
+        raise ValueError(f"normalize must be 'matrix' or 'column', got {normalize!r}")
+    data["shade"] = [v if math.isfinite(v) else float("nan") for v in shade.tolist()]
     palette = sequential_palette(color) if color is not None else Viridis256
     mapper = LinearColorMapper(palette=palette, low=lo, high=hi, nan_color=_NAN_COLOR)
     width, height = _size(ns, nt)
@@ -90,7 +137,7 @@ def heatmap(
         tools="save", toolbar_location="right", x_axis_location="above", name=name,
     )
     p.rect("x", "y", width=1, height=1, source=ColumnDataSource(data),
-           fill_color={"field": "value", "transform": mapper}, line_color="white", line_width=0.5)
+           fill_color={"field": "shade", "transform": mapper}, line_color="white", line_width=0.5)
     p.add_tools(HoverTool(tooltips=(
         '<div class="attrib-tt">'
         '<div>source <b data-tt="source">@src</b> (<span data-tt="i">@i</span>)</div>'
@@ -98,7 +145,8 @@ def heatmap(
         '<div>value <b data-tt="value">@value_s</b></div>'
         '</div>'
     )))
-    p.add_layout(ColorBar(color_mapper=mapper, width=10), "right")
+    p.add_layout(ColorBar(color_mapper=mapper, width=10, title="per column" if normalize == "column" else None),
+                 "right")
     p.xaxis.major_label_orientation = math.pi / 3
     p.axis.major_label_text_font_size = "11px"
     p.grid.grid_line_color = None
@@ -117,7 +165,11 @@ def difference_heatmap(
     title: str = "A1 − A2",
     name: str = "difference",
 ):
-    """Diverging heatmap of ``diff = left - right`` (red: left larger, blue: right larger, white: 0)."""
+    """Diverging heatmap of ``diff = left - right`` (red: left larger, blue: right larger, white: 0).
+
+    Colours are relative to the values compared, ``max(|A1|, |A2|)`` on the compared cells (not to the
+    largest difference), so a difference far below the values stays pale.
+    """
     d = np.asarray(diff, dtype=np.float64)
     ns, nt = d.shape
     ys, xs = token_labels(source_tokens[:ns]), token_labels(target_tokens[:nt])
@@ -137,8 +189,7 @@ def difference_heatmap(
         "left_s": [_fmt(v) for v in lv.tolist()],
         "right_s": [_fmt(v) for v in rv.tolist()],
     }
-    finite = np.abs(vals[np.isfinite(vals)])
-    m = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    m = magnitude(lv, rv) or magnitude(vals) or 1.0
     mapper = LinearColorMapper(palette=list(RdBu11), low=-m, high=m, nan_color=_NAN_COLOR)
     width, height = _size(ns, nt)
     p = figure(
@@ -180,15 +231,30 @@ def metric_lines(series: Mapping[str, Sequence[tuple[int, float]]], *, title: st
             continue
         steps = [int(s) for s, _ in pts]
         vals = [float(v) if math.isfinite(v) else float("nan") for _, v in pts]
-        src = ColumnDataSource({"step": steps, "value": vals, "series": [label] * len(steps)})
+        src = ColumnDataSource({"step": steps, "value": vals, "series": [label] * len(steps),
+                                "value_s": [_fmt(v) for v in vals]})  # significant digits, never 0.0000
         color = _LINE_COLORS[k % len(_LINE_COLORS)]
         p.line("step", "value", source=src, color=color, line_width=2, legend_label=plain_text(label))
         p.scatter("step", "value", source=src, color=color, size=5)
-    p.add_tools(HoverTool(tooltips=[("series", "@series"), ("step", "@step"), ("value", "@value{0.0000}")]))
-    if marker_step is not None:
-        p.add_layout(Span(location=marker_step, dimension="height", line_color="#555", line_dash="dashed"))
+    p.add_tools(HoverTool(tooltips=[("series", "@series"), ("step", "@step"), ("value", "@value_s")]))
+    # the marker exists even without a step, so a view can move it (``set_marker``) without redrawing
+    p.add_layout(Span(location=marker_step if marker_step is not None else 0, dimension="height",
+                      line_color="#555", line_dash="dashed", visible=marker_step is not None, name="step-marker"))
     if p.legend:
-        p.legend.location = "top_left"
-        p.legend.label_text_font_size = "10px"
-        p.legend.click_policy = "hide"
+        legend = p.legend[0]
+        p.center = [r for r in p.center if r is not legend]
+        p.add_layout(legend, "right")  # beside the plot: the curves stay visible
+        legend.location = "top_left"
+        legend.label_text_font_size = "10px"
+        legend.click_policy = "hide"
     return p
+
+
+def set_marker(fig, step: int | None) -> None:
+    """Move the step marker of a :func:`metric_lines` figure to ``step`` (hidden when ``None``)."""
+    from bokeh.models import Span
+
+    for span in fig.select(type=Span, name="step-marker"):
+        if step is not None:
+            span.location = step
+        span.visible = step is not None

@@ -80,6 +80,12 @@ class SafeHTML(pn.pane.HTML):
     def __init__(self, object: Markup | None = None, **params: Any) -> None:  # noqa: A002 - Panel's name
         super().__init__(Markup("") if object is None else object, **params)
 
+    def _update(self, ref: str, model: Any) -> None:
+        # Panel's HTML pane re-derives every property from ``model.document``, which is None while the
+        # pane sits in a tab that is not shown: its stylesheets then point at Panel's CDN and the browser
+        # fetches them from the internet. The session's document knows the dashboard's own URLs.
+        model.update(**self._get_properties(model.document or pn.state.curdoc))
+
     def _transform_object(self, obj: Any) -> dict[str, Any]:
         # a plain str from here on: Panel escapes it for transport (Markup.replace would escape twice)
         return super()._transform_object("" if obj is None else str(obj))

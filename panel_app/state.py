@@ -53,6 +53,9 @@ class ExplorerState(param.Parameterized):
                                  doc="windowed aggregation: over source rows (input-centred) or target columns")
     combine = param.Selector(default="overlay", objects=["overlay", "mean"],
                              doc="several methods: one colour each (overlay) or their normalised mean")
+    normalize = param.Selector(default="matrix", objects=["matrix", "column"],
+                               doc="heatmap colours: one scale for the whole matrix, or each target column "
+                                   "min-max normalised on its own")
 
     def selection(self) -> dict:
         """The selection as a plain dict (for exports and messages)."""

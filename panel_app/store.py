@@ -440,18 +440,43 @@ class DashboardStore:
         return self._guard(go, f"comparing steps {step_a} and {step_b} of run {run_id}")
 
     # ------------------------------------------------------------ checkpoints
-    def logged_models(self) -> Fetched[list[str]]:
-        """``models:/<id>`` URIs of MLflow LoggedModels in the store (checkpoints a job can attribute)."""
+    def logged_models(self) -> Fetched[dict[str, str]]:
+        """MLflow LoggedModels in the store (checkpoints a job can attribute): ``"<name> · run <run> · <id>"`` ->
+        ``models:/<id>`` (the run named when it is among the listed runs)."""
 
-        def go() -> list[str]:
+        def go() -> dict[str, str]:
             client = self.reader.client
             exps = [e.experiment_id for e in client.search_experiments(max_results=200)]
             if not exps or not hasattr(client, "search_logged_models"):
-                return []
-            found = client.search_logged_models(experiment_ids=exps, max_results=200)
-            return [f"models:/{m.model_id}" for m in found]
+                return {}
+            out = {}
+            for m in client.search_logged_models(experiment_ids=exps, max_results=200):
+                row = self.run_row(m.source_run_id) if m.source_run_id else None
+                out[f"{m.name}{f' · run {row.name}' if row else ''} · {m.model_id}"] = f"models:/{m.model_id}"
+            return out
 
         return self._guard(go, "listing logged models")
+
+    def jobs(self, max_results: int = 100) -> Fetched[list[dict[str, Any]]]:
+        """Attribution jobs in the store, newest first, whoever ran them: runs tagged by ``attrib-mlops run``
+        and the service (``attrib_mlops.kind`` ``job`` / ``service-job``) or by a dashboard session
+        (``attrib_mlops.job``). Each: ``run_id``, ``name``, ``experiment``, ``status``, ``started``, ``error``."""
+
+        def go() -> list[dict[str, Any]]:
+            client = self.reader.client
+            exps = [e.experiment_id for e in client.search_experiments(max_results=1000)]
+            found: dict[str, Any] = {}
+            for filt in ("tags.`attrib_mlops.kind` LIKE '%job'", "tags.`attrib_mlops.job` LIKE '%'"):
+                for r in client.search_runs(exps, filter_string=filt, order_by=["attributes.start_time DESC"],
+                                            max_results=max_results) if exps else []:
+                    found[r.info.run_id] = r
+            runs = sorted(found.values(), key=lambda r: r.info.start_time or 0, reverse=True)[:max_results]
+            return [{"run_id": r.info.run_id, "name": r.info.run_name or r.info.run_id[:8],
+                     "experiment": self._experiment_name(r.info.experiment_id), "status": r.info.status,
+                     "started": _fmt_time(r.info.start_time), "error": r.data.tags.get("attrib_mlops.error", "")}
+                    for r in runs]
+
+        return self._guard(go, "listing jobs")
 
     def problems(self, run_id: str) -> Fetched[list[str]]:
         return self._guard(lambda: list(self.reader.problems(run_id)), f"checking run {run_id}")

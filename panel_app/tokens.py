@@ -16,7 +16,8 @@ scripts: ``data-side`` (``a``, ``b`` or ``diff``), ``data-role`` (``source``/``t
 undefined) and ``data-values`` (JSON, one value per method); the view's root carries ``data-state``
 (the selection it shows, ``|``-separated) and ``data-window``. Colours are min-max
 normalised per shown vector (as :func:`attrib_mlops.analysis.normalize_vector`); the
-difference row uses a diverging scale around 0.
+difference row uses a diverging scale around 0, relative to the magnitude of the values compared
+(``diff.source_scale``, ``target_scale``, ``cell_scale``: max of |A1| and |A2|).
 
 The same JavaScript (:data:`panel_app.assets.TOKENS_JS`) draws the standalone HTML export.
 """

@@ -54,7 +54,9 @@ class AttributionCallback(TrainerCallback, ExportableState):
         engine: ``auto`` / ``native`` / ``inseq``.
         every_n_steps: attribute every N optimizer steps (None = off).
         on_evaluate: attribute after each evaluation.
-        on_save: attribute at each checkpoint save.
+        on_save: attribute at each checkpoint save, its metrics linked to the checkpoint as an MLflow
+            LoggedModel ``checkpoint-<step>`` (a step that is both an ``every_n_steps`` step and a save
+            step is attributed once, on save).
         at_train_end: attribute the final model once more if its step was not logged.
         options: :class:`~attrib_mlops.options.AttributeOptions` fields.
         run_id, tracking_uri, experiment_name, model_name, strict, spool_dir:
@@ -184,6 +186,8 @@ class AttributionCallback(TrainerCallback, ExportableState):
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.every_n_steps and state.global_step % self.every_n_steps == 0:
+            if self.on_save_ and getattr(control, "should_save", False) and getattr(args, "output_dir", None):
+                return  # this step's checkpoint is saved next: on_save attributes it, linked to the checkpoint
             self._setup(args, state, kwargs)
             self._run(args, state, kwargs, control)
 

@@ -79,9 +79,13 @@ __all__ = [
     "keyvalue_vocab",
     "make_keyvalue_dataset",
     "probe_set",
+    "TWO_QUESTIONS_TASK_NAME",
+    "two_question_rows",
 ]
 
 TASK_NAME = "keyvalue"
+#: Task of :func:`two_question_rows` (multi-token targets).
+TWO_QUESTIONS_TASK_NAME = "keyvalue-two-questions"
 SHORTCUT_TASK_NAME = "keyvalue-shortcut"
 HINT_TOKEN = "hint"
 #: Key layouts of :func:`make_keyvalue_dataset` (see the module docstring).
@@ -240,3 +244,36 @@ def probe_set(
         n, n_pairs=n_pairs, n_keys=n_keys, n_values=n_values, seed=seed,
         shortcut=shortcut, hint_rate=hint_rate, layout=layout,
     )
+
+
+def two_question_rows(ds, n: int = 4):
+    """Probe rows with multi-token targets: the first ``n`` rows of ``ds`` with a second question in the target.
+
+    The target of row ``r`` is ``" <answer> ; ? <key> <value>"`` (five tokens): the answer to the row's
+    question, then a second question about the next pair of the prompt (pair ``(q + 1) % n_pairs``) and its
+    value. Each answer sits in exactly one prompt token, so a target column can be checked by eye (the
+    column of ``<value>`` should point at that pair's value token, the first column at the asked one).
+    ``ground_truth`` is empty: the alignment metrics rank whole-target importance, which mixes two answers
+    here, so they stay on the single-token rows. The rows keep ``ds``'s columns (``datasets``
+    can concatenate them); ``task`` is ``"keyvalue-two-questions"`` and ids end in ``-two``.
+
+    Example:
+        >>> row = two_question_rows(probe_set(2, shortcut=True), n=1)[0]
+        >>> toks, tgt = row["prompt"].split(), row["target"].split()
+        >>> len(tgt), tgt[0] == row["answer"], tgt[1:3]
+        (5, True, [';', '?'])
+        >>> toks[toks.index(tgt[3]) + 2] == tgt[4]     # the second answer is the asked key's value
+        True
+    """
+    import datasets
+
+    rows = []
+    for row in ds.select(range(min(int(n), len(ds)))):
+        toks = row["prompt"].split()
+        n_pairs = toks.count("=")
+        q = (int(row["ground_truth"][0]) - 2) // 4
+        j = (q + 1) % n_pairs
+        key, value = toks[4 * j], toks[4 * j + 2]
+        rows.append({**row, "id": f"{row['id']}-two", "target": f" {row['answer']} ; ? {key} {value}",
+                     "ground_truth": [], "task": TWO_QUESTIONS_TASK_NAME})
+    return datasets.Dataset.from_list(rows, features=ds.features)

@@ -9,8 +9,9 @@ carries everything inline:
 * a header naming the step, run, and every (model, method, engine) panel;
 * a sample picker (Bokeh ``Select``) that switches every heatmap and the
   token-importance text view to the chosen probe sample;
-* per (model, method) a token heatmap (``rect`` glyphs; hover shows source
-  token, target token and value; undefined future cells are not drawn);
+* per (model, method) a token heatmap (``rect`` glyphs coloured by value, with a colour bar
+  spanning the shown sample's values; hover shows the source and target tokens with their
+  positions and the value with 4 significant digits; undefined future cells are not drawn);
 * per sample a token-importance text view as plain HTML spans with inline
   background colours (source tokens: normalised ``I(x)``, target tokens:
   normalised ``I(y)``); it works even with JavaScript disabled (then every
@@ -67,13 +68,14 @@ _JS = """
 const idx = parseInt(cb_obj.value);
 if (!window.__am_data) { window.__am_data = JSON.parse(payload); }
 const D = window.__am_data;
+const fmt = (v) => Number(v).toPrecision(4);
 for (let p = 0; p < sources.length; p++) {
   const s = D.panels[p][idx];
   if (s === null) {
-    sources[p].data = {x: [], y: [], value: [], norm: [], src: [], tgt: []};
+    sources[p].data = {x: [], y: [], value: [], value_s: [], norm: [], src: [], tgt: []};
     continue;
   }
-  const x = [], y = [], value = [], norm = [], src = [], tgt = [];
+  const x = [], y = [], value = [], value_s = [], norm = [], src = [], tgt = [];
   let lo = Infinity, hi = -Infinity;
   for (const v of s.v) { if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); } }
   const span = (hi > lo) ? (hi - lo) : 1.0;
@@ -81,11 +83,12 @@ for (let p = 0; p < sources.length; p++) {
     for (let j = 0; j < s.nt; j++) {
       const v = s.v[i * s.nt + j];
       if (v === null) continue;
-      x.push(j); y.push(i); value.push(v); norm.push(hi > lo ? (v - lo) / span : 0.0);
+      x.push(j); y.push(i); value.push(v); value_s.push(fmt(v)); norm.push(hi > lo ? (v - lo) / span : 0.0);
       src.push(s.src[i]); tgt.push(s.tgt[j]);
     }
   }
-  sources[p].data = {x: x, y: y, value: value, norm: norm, src: src, tgt: tgt};
+  sources[p].data = {x: x, y: y, value: value, value_s: value_s, norm: norm, src: src, tgt: tgt};
+  if (lo <= hi) { mappers[p].setv({low: lo, high: hi > lo ? hi : lo + 1.0}); }
   xranges[p].setv({start: -0.5, end: s.nt - 0.5});
   yranges[p].setv({start: s.ns - 0.5, end: -0.5});
   const xo = new Map(), yo = new Map(), xt = [], yt = [];  // overrides are looked up by numeric tick
@@ -109,6 +112,18 @@ document.addEventListener('DOMContentLoaded', function () {
 });
 </script>
 """
+
+
+def _sig(x: float) -> str:
+    """A value with 4 significant digits (``0.0001234``, ``1.234e-07``): never ``0.0000`` for a small one."""
+    return f"{x:.4g}"
+
+
+def _range(c: dict[str, Any] | None) -> tuple[float, float]:
+    """Colour range of one sample's heatmap: its smallest and largest value (a flat matrix gets a unit range)."""
+    vals = [v for v in (c or {}).get("v", []) if v is not None]
+    lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
+    return lo, hi if hi > lo else lo + 1.0
 
 
 def _round(x: float) -> float | None:
@@ -180,7 +195,7 @@ def _cells(r: AttributionResult) -> dict[str, Any]:
 
 
 def _initial_data(c: dict[str, Any] | None) -> dict[str, list]:
-    data: dict[str, list] = {"x": [], "y": [], "value": [], "norm": [], "src": [], "tgt": []}
+    data: dict[str, list] = {"x": [], "y": [], "value": [], "value_s": [], "norm": [], "src": [], "tgt": []}
     if c is None:
         return data
     vals = [v for v in c["v"] if v is not None]
@@ -194,6 +209,7 @@ def _initial_data(c: dict[str, Any] | None) -> dict[str, list]:
             data["x"].append(j)
             data["y"].append(i)
             data["value"].append(v)
+            data["value_s"].append(_sig(v))
             data["norm"].append((v - lo) / span if hi > lo else 0.0)
             data["src"].append(c["src"][i])
             data["tgt"].append(c["tgt"][j])
@@ -220,7 +236,8 @@ def render_step_html(
     """
     from bokeh.embed import components
     from bokeh.layouts import column
-    from bokeh.models import ColumnDataSource, CustomJS, FixedTicker, HoverTool, LinearColorMapper, Range1d, Select
+    from bokeh.models import (ColorBar, ColumnDataSource, CustomJS, FixedTicker, HoverTool, LinearColorMapper,
+                              Range1d, Select)
     from bokeh.palettes import Viridis256
     from bokeh.plotting import figure
 
@@ -248,7 +265,7 @@ def render_step_html(
 
     # ---------------------------------------------------------------- bokeh part
     payload = {"panels": [[(_cells(d[s]) if s in d else None) for s in shown] for d in by_panel]}
-    sources, figures = [], []
+    sources, figures, mappers = [], [], []
     for (model, method, rs), d, cells in zip(panels, by_panel, payload["panels"]):
         engine = rs[0].engine if rs else "?"
         dims = [(c["ns"], c["nt"]) for c in cells if c is not None] or [(1, 1)]
@@ -266,11 +283,14 @@ def render_step_html(
             toolbar_location="right",
             x_axis_location="above",
         )
-        mapper = LinearColorMapper(palette=Viridis256, low=0.0, high=1.0, nan_color="#f0f0f0")
+        lo, hi = _range(first)
+        mapper = LinearColorMapper(palette=Viridis256, low=lo, high=hi, nan_color="#f0f0f0")
         fig.rect(x="x", y="y", width=1, height=1, source=src, line_color=None,
-                 fill_color={"field": "norm", "transform": mapper})
+                 fill_color={"field": "value", "transform": mapper})
+        fig.add_layout(ColorBar(color_mapper=mapper, width=10, title="value"), "right")
         hover = fig.select_one(HoverTool)
-        hover.tooltips = [("source", "@src"), ("target", "@tgt"), ("value", "@value{0.0000}")]
+        # positions as the axes count them (row i: source token, column j: target token)
+        hover.tooltips = [("source", "@y: @src"), ("target", "@x: @tgt"), ("value", "@value_s")]
         fig.xaxis.ticker = FixedTicker(ticks=list(range(nt0)))
         fig.yaxis.ticker = FixedTicker(ticks=list(range(ns0)))
         if first:
@@ -282,6 +302,7 @@ def render_step_html(
         fig.grid.visible = False
         sources.append(src)
         figures.append(fig)
+        mappers.append(mapper)
 
     options = [(str(i), f"{sid}: {prompts.get(sid, '')[:60]}") for i, sid in enumerate(shown)]
     select = Select(title="probe sample", value="0", options=options or [("0", "(no samples)")], width=500)
@@ -290,6 +311,7 @@ def render_step_html(
         CustomJS(
             args=dict(
                 sources=sources,
+                mappers=mappers,
                 xranges=[f.x_range for f in figures],
                 yranges=[f.y_range for f in figures],
                 xaxes=[f.xaxis[0] for f in figures],

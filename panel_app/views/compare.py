@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import panel as pn
 
+from attrib_mlops.analysis import source_importance, target_importance
 from panel_app.export import standalone_html
 from panel_app.payload import compare_payload, compare_results
-from panel_app.plots import difference_heatmap
+from panel_app.plots import STORAGE_REL_ERROR, difference_heatmap, identical_within_storage, magnitude
 from panel_app.safe import TextAlert
 from panel_app.state import COMPARE_KINDS, AppState
 from panel_app.store import DashboardStore, Fetched, RunContents
@@ -17,6 +19,13 @@ from panel_app.tokens import TokenView
 from panel_app.views.base import _Guard, _run_label, _set_options, register_view
 
 __all__ = ["CompareView"]
+
+#: How A2 is chosen when the user has not chosen it, per kind of comparison.
+_DEFAULT_A2 = MappingProxyType({
+    "checkpoints": "another checkpoint (step) of the same run",
+    "models": "another model of the same run, at the same step",
+    "runs": "another run with attribution, at the same step when it has it",
+})
 
 
 @register_view("compare", "Compare", 30)
@@ -33,6 +42,10 @@ class CompareView(pn.viewable.Viewer):
         self.payload: dict = {}
         self.alert = TextAlert("danger", "compare-error")
         self.mismatch = TextAlert("warning", "compare-mismatch")
+        self.sides = TextAlert("info", "compare-sides")  # which run, step and model A1 and A2 are
+        self.same = TextAlert("info", "compare-identical")
+        self.identical = False
+        self._a2_chosen = False  # the user picked something on the A2 side (else it is the default)
         self.kind = pn.widgets.RadioButtonGroup(options={v: k for k, v in COMPARE_KINDS.items()},
                                                 value=self.state.kind, css_classes=["compare-kind"])
         self.widgets: dict[str, dict[str, pn.widgets.Select]] = {}
@@ -64,6 +77,10 @@ class CompareView(pn.viewable.Viewer):
         if self._guard.on:
             return
         target = self.state if side is None else getattr(self.state, side)
+        if side == "right" and getattr(target, name) != value:
+            self._a2_chosen = True
+        elif name == "kind" and value != self.state.kind:
+            self._a2_chosen = False
         setattr(target, name, value)
 
     def active(self) -> bool:
@@ -195,6 +212,8 @@ class CompareView(pn.viewable.Viewer):
         if error:
             self._drawn = None
             self.alert.show(error)
+            self.sides.show(None)
+            self.same.show(None)
             self.tokens.data = {"empty": "Nothing to compare: see the message above."}
             self.heatmaps.objects = []
             return
@@ -203,8 +222,17 @@ class CompareView(pn.viewable.Viewer):
         self.payload = compare_payload(cmp, left_title=f"A1 · {self._side_title(L)}",
                                        right_title=f"A2 · {self._side_title(R)}", method=s.method)
         self.payload["state"] = "|".join(str(x) for x in (s.kind, *L.key(), *R.key(), s.method, s.sample_id))
+        lm, rm = self._compared(cmp)
+        # colours of the difference row relative to the values compared, not to the largest difference
+        self.payload["diff"].update(
+            cell_scale=magnitude(lm, rm),
+            source_scale=magnitude(source_importance(lm), source_importance(rm)) if lm.size else 0.0,
+            target_scale=magnitude(target_importance(lm), target_importance(rm)) if lm.size else 0.0)
+        self.identical = bool(cmp.diff.size) and identical_within_storage(cmp.diff, lm, rm)
         self.alert.show(None)
         self.mismatch.show(cmp.message)
+        self.sides.show(self.describe())
+        self.same.show(self._identical_message(cmp, lm, rm) if self.identical else None)
         self.tokens.data = self.payload
         self.heatmaps.objects = [pn.pane.Bokeh(f) for f in self.figures()]
 
@@ -213,19 +241,63 @@ class CompareView(pn.viewable.Viewer):
         name = row.name if row else (side.run_id or "")[:8]
         return f"{name} · step {side.step} · {side.model}"
 
+    def _side_text(self, side: Any) -> str:
+        """``run <name> (<id prefix>) · step <step> · model <model>``: one side, in words."""
+        row = self.store.run_row(side.run_id)
+        name = f"{row.name} ({side.run_id[:8]})" if row else str(side.run_id)
+        return f"run {name} · step {side.step} · model {side.model}"
+
+    def _side_fields(self, side: Any) -> dict[str, Any]:
+        row = self.store.run_row(side.run_id)
+        return {"run_id": side.run_id, "run": row.name if row else None, "step": side.step, "model": side.model}
+
+    @staticmethod
+    def _compared(cmp: Any) -> tuple[np.ndarray, np.ndarray]:
+        """A1 and A2 on the cells compared (the common token prefix)."""
+        return (np.asarray(cmp.left_matrix, dtype=np.float64)[: cmp.n_source, : cmp.n_target],
+                np.asarray(cmp.right_matrix, dtype=np.float64)[: cmp.n_source, : cmp.n_target])
+
+    def describe(self) -> str:
+        """Which run, step and model each side is, and how A2 was chosen (shown above the comparison)."""
+        s = self.state
+        how = "your choice" if self._a2_chosen else f"by default {_DEFAULT_A2[s.kind]}; change it in the A2 row"
+        return (f"A1: {self._side_text(s.left)}\nA2: {self._side_text(s.right)} ({how})\n"
+                f"Method {s.method}, sample {s.sample_id}. The difference A1 − A2 is coloured relative to the "
+                "values compared (max |A1|, |A2|): red where A1 is larger, blue where A2 is.")
+
+    @staticmethod
+    def _identical_message(cmp: Any, lm: np.ndarray, rm: np.ndarray) -> str:
+        bound = STORAGE_REL_ERROR * (magnitude(lm) + magnitude(rm))
+        return (f"A1 and A2 are identical within storage precision: the largest |A1 − A2| is "
+                f"{magnitude(cmp.diff):.3g}, and storing a matrix may change each value by up to "
+                f"{STORAGE_REL_ERROR:.3g} × its largest |value| ({bound:.3g} for these two).")
+
+    def export_summary(self) -> str:
+        """What the compare exports hold, in words."""
+        if self.comparison is None:
+            return "nothing yet: open the Compare tab and pick two sides."
+        s, cmp = self.state, self.comparison
+        same = " (identical within storage precision)" if self.identical else ""
+        return (f"A1 = {self._side_text(s.left)}; A2 = {self._side_text(s.right)}; method {s.method}; sample "
+                f"{s.sample_id}; the difference A1 − A2 on the common token prefix ({cmp.n_source} source × "
+                f"{cmp.n_target} target tokens){same}.")
+
     def figures(self) -> list:
         cmp = self.comparison
         if cmp is None or cmp.diff.size == 0:
             return []
+        same = " · identical within storage precision" if self.identical else ""
         return [difference_heatmap(cmp.diff, cmp.left_matrix, cmp.right_matrix, cmp.left.source_tokens,
-                                   cmp.left.target_tokens, title=f"A1 − A2 ({self.state.method})")]
+                                   cmp.left.target_tokens, title=f"A1 − A2 ({self.state.method}){same}")]
 
     def export_html(self) -> str | None:
         if not self.payload:
             return None
         s = self.state
-        meta = {"kind": s.kind, "left": s.left.key(), "right": s.right.key(), "method": s.method,
-                "sample_id": s.sample_id}
+        meta = {"comparison": COMPARE_KINDS[s.kind], "A1": self._side_text(s.left), "A2": self._side_text(s.right),
+                "method": s.method, "sample": s.sample_id}
+        if self.identical:
+            meta["difference"] = "identical within storage precision"
         return standalone_html(self.payload, self.figures(), title="attrib-mlops · compare", meta=meta,
                                message=self.comparison.message if self.comparison else None)
 
@@ -234,8 +306,9 @@ class CompareView(pn.viewable.Viewer):
         if cmp is None:
             return None
         s = self.state
-        meta = {"kind": s.kind, "left": list(s.left.key()), "right": list(s.right.key()), "method": s.method,
-                "sample_id": s.sample_id, "note": cmp.message, "values": "A1 - A2 on the common token prefix"}
+        meta = {"kind": s.kind, "A1": self._side_fields(s.left), "A2": self._side_fields(s.right), "method": s.method,
+                "sample_id": s.sample_id, "note": cmp.message, "values": "A1 - A2 on the common token prefix",
+                "identical_within_storage_precision": self.identical}
         return (cmp.diff, list(cmp.left.source_tokens[: cmp.n_source]), list(cmp.left.target_tokens[: cmp.n_target]),
                 meta)
 
@@ -245,6 +318,7 @@ class CompareView(pn.viewable.Viewer):
         return pn.Column(
             self.kind, pn.Row(pn.pane.Markdown("**A1**", width=30), left, sizing_mode="stretch_width"),
             pn.Row(pn.pane.Markdown("**A2**", width=30), right, sizing_mode="stretch_width"),
-            pn.Row(self.method, self.sample), self.alert, self.mismatch, self.tokens, self.heatmaps,
+            pn.Row(self.method, self.sample), self.alert, self.sides, self.mismatch, self.same, self.tokens,
+            self.heatmaps,
             sizing_mode="stretch_width", css_classes=["view-compare"],
         )

@@ -9,7 +9,7 @@ from typing import Any
 import panel as pn
 
 from attrib_mlops.analysis.registry import list_metrics
-from panel_app.plots import heatmap, metric_lines
+from panel_app.plots import heatmap, metric_lines, set_marker
 from panel_app.safe import TextAlert, TextMultiChoice
 from panel_app.state import AppState
 from panel_app.store import DashboardStore
@@ -72,6 +72,7 @@ class EvolutionView(pn.viewable.Viewer):
                                             css_classes=["evolution-changes"], layout="fit_data_stretch")
         self.changes.on_click(self._change_clicked)
         self._change_rows: list[dict] = []
+        self._curves: list = []  # the metric and loss figures (their step markers follow the explorer's step)
         self.state.param.watch(lambda *_e: self.update(), ["run_ids", "metric_keys", "step_a", "step_b"])
         ex = self.app.explorer
         ex.param.watch(lambda *_e: self.update_heatmap(), ["run_id", "step", "model", "methods", "sample_id"])
@@ -129,13 +130,16 @@ class EvolutionView(pn.viewable.Viewer):
                 got = self.store.metric_history(rid, key)
                 if got.ok and got.value:
                     losses[f"{names.get(rid, rid[:8])} · {key}"] = got.value
-        self.metric_plot.objects = [pn.pane.Bokeh(metric_lines(
-            series, title="attribution metrics over steps", name="evolution-metrics", marker_step=ex.step),
-            sizing_mode="stretch_width")] if series else [pn.pane.Markdown(
-                "*No attribution metric logged for the selected runs / keys.*")]
-        self.loss_plot.objects = [pn.pane.Bokeh(metric_lines(
-            losses, title="loss", name="evolution-loss", marker_step=ex.step), sizing_mode="stretch_width")] \
-            if losses else [pn.pane.Markdown("*No loss metric (a key containing 'loss') logged by these runs.*")]
+        self._curves = []
+        if series:
+            self._curves.append(metric_lines(series, title="attribution metrics over steps", name="evolution-metrics",
+                                             marker_step=ex.step))
+        self.metric_plot.objects = [pn.pane.Bokeh(self._curves[-1], sizing_mode="stretch_width")] if series else [
+            pn.pane.Markdown("*No attribution metric logged for the selected runs / keys.*")]
+        if losses:
+            self._curves.append(metric_lines(losses, title="loss", name="evolution-loss", marker_step=ex.step))
+        self.loss_plot.objects = [pn.pane.Bokeh(self._curves[-1], sizing_mode="stretch_width")] if losses else [
+            pn.pane.Markdown("*No loss metric (a key containing 'loss') logged by these runs.*")]
         self.alert.show("\n\n".join(errors) if errors else None)
         self.update_changes()
         self.update_heatmap(force=True)
@@ -150,6 +154,8 @@ class EvolutionView(pn.viewable.Viewer):
         if not (force or self.active()):
             return
         ex = self.app.explorer
+        for fig in self._curves:  # the curves' step marker follows the checkpoint
+            set_marker(fig, ex.step)
         if ex.step is not None and self.checkpoint.options and ex.step in self.checkpoint.options:
             with self._guard:
                 self.checkpoint.value = ex.step
@@ -181,11 +187,27 @@ class EvolutionView(pn.viewable.Viewer):
             self.changes.value = pd.DataFrame()
             return
         self._change_rows = got.value
-        df = pd.DataFrame(got.value)
+        df = pd.DataFrame(self._with_tokens(got.value, ex))
         if not df.empty:
             df["change (JS)"] = df["change (JS)"].map(lambda x: round(x, 4) if math.isfinite(x) else None)
             df["spearman"] = df["spearman"].map(lambda x: round(x, 3) if math.isfinite(x) else None)
         self.changes.value = df
+
+    def _with_tokens(self, rows: list[dict], ex: Any) -> list[dict]:
+        """The ``top @ step`` positions of the changed-most rows as ``"<position>: <token>"``."""
+        out = []
+        for row in rows:
+            row = dict(row)
+            for step in (self.state.step_a, self.state.step_b):
+                key, pos = f"top @ {step}", row.get(f"top @ {step}")
+                if pos is None or pos < 0:  # no finite importance at that step
+                    row[key] = ""
+                    continue
+                got = self.store.sample(ex.run_id, step, ex.model, ex.methods[0], row["sample"])
+                toks = got.value.source_tokens if got.ok else None
+                row[key] = f"{pos}: {toks[pos]}" if toks is not None and pos < len(toks) else str(pos)
+            out.append(row)
+        return out
 
     def _change_clicked(self, event: Any) -> None:
         if event.row is None or event.row >= len(self._change_rows):

@@ -33,6 +33,8 @@ class ExplorerView(pn.viewable.Viewer):
         self.payload: dict = {}
         self.alert = TextAlert("danger", "explorer-error")
         self.note = TextAlert("info", "explorer-note")
+        self.link = TextAlert("warning", "explorer-link")  # what a deep link asked for and the run does not have
+        self._asked: dict[str, str] = {}
         self.run = pn.widgets.Select(label="Run", options={}, width=300, css_classes=["explorer-run"])
         self.step = pn.widgets.Select(label="Step", options=[], width=110, css_classes=["explorer-step"])
         self.model = pn.widgets.Select(label="Model", options=[], width=150, css_classes=["explorer-model"])
@@ -45,6 +47,9 @@ class ExplorerView(pn.viewable.Viewer):
                                                          "window over target": "target"},
                                                 value=self.state.window_axis, css_classes=["explorer-axis"],
                                                 align="end")
+        self.normalize = pn.widgets.RadioButtonGroup(
+            options={"colours: whole matrix": "matrix", "colours: per column": "column"}, value=self.state.normalize,
+            css_classes=["explorer-normalize"], align="end")
         self.combine = pn.widgets.RadioButtonGroup(options={"overlay methods": "overlay", "mean of methods": "mean"},
                                                    value=self.state.combine, css_classes=["explorer-combine"],
                                                    align="end")
@@ -55,16 +60,27 @@ class ExplorerView(pn.viewable.Viewer):
         self.heatmaps = pn.Row(sizing_mode="stretch_width", css_classes=["explorer-heatmaps"])
         for w, p in ((self.run, "run_id"), (self.step, "step"), (self.model, "model"), (self.sample, "sample_id"),
                      (self.methods, "methods"), (self.window, "window"), (self.axis, "window_axis"),
-                     (self.combine, "combine")):
+                     (self.combine, "combine"), (self.normalize, "normalize")):
             w.param.watch(lambda e, p=p: self._from_widget(p, e.new), "value")
         self.state.param.watch(lambda *_e: self.sync(), list(self.state.param)[1:])
 
     # ---------------------------------------------------------------- syncing
+    def expect_link(self, query: str) -> None:
+        """Remember what a deep link (``?step=&model=&sample=``) asks for, before the URL sync makes the
+        selection valid: the next sync says which of these the run does not have."""
+        from urllib.parse import parse_qs
+
+        raw = {k: v[-1] for k, v in parse_qs((query or "").lstrip("?")).items()}
+        self._asked = {name: raw[key] for name, key in (("step", "step"), ("model", "model"), ("sample_id", "sample"))
+                       if raw.get(key)}
+
     def _from_widget(self, name: str, value: Any) -> None:
         if self._guard.on:
             return
         if name == "methods":
             value = list(value)
+        if getattr(self.state, name) != value:
+            self.link.show(None)  # the user chose: what the link asked for no longer matters
         setattr(self.state, name, value)
 
     def sync(self, refresh: bool = False) -> None:
@@ -96,6 +112,7 @@ class ExplorerView(pn.viewable.Viewer):
             return got.error
         c = self.contents = got.value
         self.note.show(got.note)
+        asked, self._asked = self._asked, {}  # a deep link's values, checked once against what the run holds
         if s.step not in c.steps:
             s.step = c.steps[-1] if c.steps else None
         models = c.models(s.step)
@@ -108,7 +125,27 @@ class ExplorerView(pn.viewable.Viewer):
         ids = c.sample_ids()
         if s.sample_id not in ids:
             s.sample_id = ids[0] if ids else None
+        if asked:
+            self.link.show(self._link_message(asked, c))
         return None
+
+    def _link_message(self, asked: dict[str, str], c: RunContents) -> str | None:
+        """What the link asked for that the run does not have, and what is shown instead (``None``: all found)."""
+        s = self.state
+        row = self.store.run_row(s.run_id)
+        run = f"{row.name} ({s.run_id[:8]})" if row else s.run_id  # the runs list may not be read yet
+        out = []
+        if "step" in asked and asked["step"] != str(s.step):
+            steps = ", ".join(map(str, c.steps)) or "none committed yet"
+            out.append(f"The link asks for step {asked['step']!r}, which run {run} does not have (its steps: {steps}); "
+                       f"showing step {s.step}.")
+        if "model" in asked and asked["model"] != s.model:
+            out.append(f"The link asks for model {asked['model']!r}, which run {run} does not have at step {s.step} "
+                       f"(its models: {', '.join(c.models(s.step))}); showing {s.model}.")
+        if "sample_id" in asked and asked["sample_id"] != s.sample_id:
+            out.append(f"The link asks for sample {asked['sample_id']!r}, which is not in the probe set of run {run}; "
+                       f"showing sample {s.sample_id}.")
+        return "\n".join(out) or None
 
     def _update_widgets(self) -> None:
         s, c = self.state, self.contents
@@ -128,6 +165,7 @@ class ExplorerView(pn.viewable.Viewer):
             samples[f"{sid} · {text[:60]}{'…' if len(text) > 60 else ''}"] = sid
         _set_options(self.sample, samples, s.sample_id)
         self.window.value, self.axis.value, self.combine.value = s.window, s.window_axis, s.combine
+        self.normalize.value = s.normalize
 
     def refresh(self) -> None:
         """Live refresh: re-read the manifest of the shown run when it may have new steps."""
@@ -148,7 +186,8 @@ class ExplorerView(pn.viewable.Viewer):
     # ----------------------------------------------------------------- drawing
     def _key(self) -> tuple:
         s = self.state
-        return (s.run_id, s.step, s.model, tuple(s.methods), s.sample_id, s.window, s.window_axis, s.combine)
+        return (s.run_id, s.step, s.model, tuple(s.methods), s.sample_id, s.window, s.window_axis, s.combine,
+                s.normalize)
 
     def draw(self, force: bool = False) -> None:
         key = self._key()
@@ -178,7 +217,7 @@ class ExplorerView(pn.viewable.Viewer):
             self.alert.show(explain_error(e, self.store.tracking_uri, "preparing the view"))
             return
         payload["state"] = "|".join("" if v is None else (",".join(v) if isinstance(v, tuple) else str(v))
-                                    for v in key)
+                                    for v in key[:8])  # the heatmaps' colour scale is not the tokens' state
         self.alert.show(None)
         self.results, self.payload, self._drawn = got.value, payload, key
         self.tokens.data = payload
@@ -190,8 +229,11 @@ class ExplorerView(pn.viewable.Viewer):
             return []
         side = self.payload["sides"][0]
         suffix = f" · window c={self.state.window} over {self.state.window_axis}" if self.state.window else ""
+        per_column = self.state.normalize == "column"
+        suffix += " · colours per column" if per_column else ""
         return [heatmap(_matrix(m["matrix"]), side["source"], side["target"], title=f"{m['name']}{suffix}",
-                        color=m["color"], name=f"heatmap-{k}") for k, m in enumerate(side["methods"])]
+                        color=m["color"], name=f"heatmap-{k}", normalize=self.state.normalize)
+                for k, m in enumerate(side["methods"])]
 
     def check_artifacts(self) -> None:
         if not self.state.run_id:
@@ -214,6 +256,19 @@ class ExplorerView(pn.viewable.Viewer):
         meta = dict(self.state.selection(), method=m["name"], tracking_uri=self.store.tracking_uri)
         return _matrix(m["matrix"]), side["source"], side["target"], meta
 
+    def export_summary(self) -> str:
+        """What the explorer exports hold, in words."""
+        if not self.payload:
+            return "nothing yet: open the Explorer and pick a sample."
+        s = self.state
+        row = self.store.run_row(s.run_id)
+        run = f"{row.name} ({s.run_id[:8]})" if row else str(s.run_id)
+        shown = self.payload["sides"][0]["methods"]
+        window = f"; context window c={s.window} over {s.window_axis}" if s.window else ""
+        return (f"run {run} · step {s.step} · model {s.model} · sample {s.sample_id} · "
+                f"{'methods' if len(s.methods) > 1 else 'method'} {', '.join(s.methods)}{window}. The HTML file "
+                f"holds the view as shown; the matrix files hold {shown[0]['name']} as shown.")
+
     def export_html(self) -> str | None:
         if not self.payload:
             return None
@@ -222,6 +277,7 @@ class ExplorerView(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         row1 = pn.Row(self.run, self.step, self.model, self.sample, sizing_mode="stretch_width")
-        row2 = pn.Row(self.methods, self.combine, self.window, self.axis, self.check, sizing_mode="stretch_width")
-        return pn.Column(row1, row2, self.alert, self.note, self.tokens, self.heatmaps,
+        row2 = pn.Row(self.methods, self.combine, self.window, self.axis, self.normalize, self.check,
+                      sizing_mode="stretch_width")
+        return pn.Column(row1, row2, self.alert, self.link, self.note, self.tokens, self.heatmaps,
                          sizing_mode="stretch_width", css_classes=["view-explorer"])

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import panel as pn
 
 from panel_app.export import matrix_csv, matrix_json
-from panel_app.safe import TextAlert
+from panel_app.safe import SafeHTML, TextAlert, html
 from panel_app.views.base import register_view
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ class ExportView(pn.viewable.Viewer):
         super().__init__(**params)
         self.explorer, self.compare = explorer, compare
         self.alert = TextAlert("warning", "export-error")
+        self.what = SafeHTML(css_classes=["export-what"], sizing_mode="stretch_width", margin=(0, 10))
 
         def dl(label: str, filename: str, fn: Callable[[], str | None], css: str) -> pn.widgets.FileDownload:
             def cb() -> io.BytesIO:
@@ -75,10 +76,17 @@ class ExportView(pn.viewable.Viewer):
                "export-compare-json"),
         ]
 
+    def activate(self) -> None:
+        """Say what each download will hold (the compare side is brought up to date first)."""
+        self.compare.sync(force=True)
+        self.what.object = html('<p><b>Explorer exports</b>: <span class="export-explorer-what">{}</span></p>'
+                                '<p><b>Compare exports</b>: <span class="export-compare-what">{}</span></p>',
+                                self.explorer.export_summary(), self.compare.export_summary())
+
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(
             pn.pane.Markdown("Exports use the current selection of the Explorer and Compare tabs. The HTML files "
                              "are standalone (Bokeh inlined): they open offline and keep hover and tooltips."),
-            self.alert, pn.Row(pn.Column(*self.buttons[:3]), pn.Column(*self.buttons[3:])),
+            self.what, self.alert, pn.Row(pn.Column(*self.buttons[:3]), pn.Column(*self.buttons[3:])),
             sizing_mode="stretch_width", css_classes=["view-export"],
         )

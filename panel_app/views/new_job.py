@@ -26,6 +26,7 @@ class NewJobView(pn.viewable.Viewer):
         self.app, self.form, self.store, self.runner = app_state, app_state.job_form, store, runner
         self._on_finished = on_finished
         self._seen: dict[int, str] = {}
+        self._stored: list[dict[str, Any]] = []  # jobs in the tracking store (any session, the CLI, the service)
         f = self.form
         self.job_name = pn.widgets.TextInput(label="Job (run) name", value=f.job_name, width=220,
                                              css_classes=["job-name"])
@@ -34,7 +35,7 @@ class NewJobView(pn.viewable.Viewer):
         self.models = pn.widgets.TextAreaInput(
             label="Models: one per line, [name=]local folder, runs:/<run_id>/<path> or models:/...",
             value=f.models, height=80, sizing_mode="stretch_width", css_classes=["job-models"])
-        self.logged = pn.widgets.Select(label="Add a logged checkpoint", options=[], width=320,
+        self.logged = pn.widgets.Select(label="Add a logged checkpoint", options={}, width=320,
                                         css_classes=["job-logged"])
         self.add_logged = pn.widgets.Button(label="Add", align="end", width=60)
         self.add_logged.on_click(self._add_logged)
@@ -77,7 +78,12 @@ class NewJobView(pn.viewable.Viewer):
         _set_options(self.probe_run, runs, self.form.probe_run if self.form.probe_run in runs.values()
                      else next(iter(runs.values()), None))
         got = self.store.logged_models()
-        self.logged.options = got.value if got.ok else []
+        self.logged.options = got.value if got.ok else {}
+        self._read_stored()
+
+    def _read_stored(self) -> None:
+        got = self.store.jobs()
+        self._stored = got.value if got.ok else self._stored
 
     def _add_logged(self, _event: Any) -> None:
         if self.logged.value:
@@ -118,14 +124,26 @@ class NewJobView(pn.viewable.Viewer):
             self._seen[s["id"]] = s["status"]
             pct = int(round(100 * s["progress"]))
             rows.append(html(
-                '<tr data-job="{id}" data-status="{status}" data-run="{run}"><td>#{id}</td><td>{name}</td>'
-                '<td class="job-status">{status}</td><td><progress max="100" value="{pct}"></progress> {pct}%</td>'
-                '<td>{message}</td><td><code>{run}</code></td></tr>', id=s["id"], status=s["status"],
+                '<tr class="job-session" data-job="{id}" data-status="{status}" data-run="{run}"><td>#{id}</td>'
+                '<td>{name}</td><td class="job-status">{status}</td><td><progress max="100" value="{pct}"></progress>'
+                ' {pct}%</td><td>{message}</td><td><code>{run}</code></td></tr>', id=s["id"], status=s["status"],
                 run=s["run_id"] or "", name=s["name"], pct=pct, message=s["message"] or ""))
+        if finished:
+            self._read_stored()
+        shown = {j.snapshot()["run_id"] for j in self.runner.jobs()}
+        for r in self._stored:  # jobs of other sessions, of the CLI and the service, from the store
+            if r["run_id"] in shown:
+                continue
+            rows.append(html(
+                '<tr class="job-stored" data-status="{status}" data-run="{run}"><td>store</td>'
+                '<td>{name} <small>({experiment})</small></td><td class="job-status">{status}</td><td></td>'
+                '<td>{message}</td><td><a href="?tab=explorer&amp;run={run}"><code>{run}</code></a></td></tr>',
+                status=r["status"].lower(), run=r["run_id"], name=r["name"], experiment=r["experiment"],
+                message=r["error"][:300] or f"started {r['started']}"))
         self.table.object = html(
             '<table class="jobs"><thead><tr><th></th><th>job</th><th>status</th><th>progress</th><th>message</th>'
             '<th>run</th></tr></thead><tbody>{}</tbody></table>', Markup("").join(rows)) if rows else \
-            html("<i>No job queued in this session yet.</i>")
+            html("<i>No job in this session or in the tracking store yet.</i>")
         if finished:
             self._on_finished()
 
@@ -133,6 +151,6 @@ class NewJobView(pn.viewable.Viewer):
         return pn.Column(
             pn.Row(self.job_name, self.experiment), self.models, pn.Row(self.logged, self.add_logged), self.methods,
             self.source, self.text, self.probe_run, pn.Row(self.batch_size, self.max_new), self.safety,
-            self.submit, self.alert, self.note, pn.pane.Markdown("### Jobs of this session"), self.table,
+            self.submit, self.alert, self.note, pn.pane.Markdown("### Jobs (this session's, then those in the tracking store)"), self.table,
             sizing_mode="stretch_width", css_classes=["view-jobs"],
         )

@@ -99,12 +99,13 @@ def test_constructor_checks(kv):
 def test_on_save_links_metrics_to_logged_model(kv, store):
     _, tok, _, probe = kv
     run = store.client.create_run(store.exp)
-    cb = AttributionCallback(probe, methods=["saliency"], on_save=True, tracking_uri=store.uri,
+    # every_n_steps as well: a step that is also saved is attributed once, on save, linked to its checkpoint
+    cb = AttributionCallback(probe, methods=["saliency"], on_save=True, every_n_steps=2, tracking_uri=store.uri,
                              run_id=run.info.run_id, spool_dir=store.tmp / "spool")
     model, tok, train, _ = kv
     train_keyvalue(copy.deepcopy(model), tok, train, max_steps=8, batch_size=8, seed=1, logging_steps=4,
                    callbacks=[cb], output_dir=str(store.tmp / "ckpts"), save_steps=4)
-    assert cb.logged_steps == [4, 8]
+    assert cb.logged_steps == [2, 4, 6, 8]
     models = store.client.search_logged_models(experiment_ids=[store.exp])
     by_name = {m.name: m for m in models}
     assert set(by_name) == {"checkpoint-4", "checkpoint-8"}

@@ -52,6 +52,32 @@ def test_demo_end_to_end(tmp_path):
         assert parser.external == []
         assert "Bokeh" in page and "k" in page
         assert (store / "checkpoints").is_dir()
+        # issue 9 item 20: the final checkpoint is a LoggedModel linked to its step's metrics (New job lists it),
+        # and the run carries its dashboard deep link
+        models = client.search_logged_models(experiment_ids=[exp.experiment_id],
+                                             filter_string=f"source_run_id = '{rid}'")
+        assert [m.name for m in models] == ["checkpoint-40"]
+        lm = client.get_logged_model(models[0].model_id)
+        assert ("attrib/saliency/hit_at_1", 40) in {(m.key, m.step) for m in lm.metrics}
+        assert lm.tags["attrib_mlops.checkpoint_path"].endswith("checkpoint-40")
+        link = f"http://127.0.0.1:5006/?tab=explorer&run={rid}"
+        assert run.data.tags["attrib_mlops.dashboard_url"] == link and link in run.data.tags["mlflow.note.content"]
+        # issue 9 item 18: multi-token probe targets next to the single-token questions
+        assert len(reader.probe(rid)) == 16 + 4
+        two = reader.load_sample(rid, 40, "model", "saliency", "kv-1234-0-two")
+        assert len(two.target_tokens) == 5 and two.matrix.shape[1] == 5
+        assert len(reader.load_sample(rid, 40, "model", "saliency", "kv-1234-0").target_tokens) == 1
+    # the New job tab's "logged checkpoint" list offers the demo's checkpoints, named by their runs
+    from panel_app.store import DashboardStore
+
+    store_ = DashboardStore(uri)
+    assert store_.runs().ok
+    listed = store_.logged_models()
+    assert listed.ok, listed.error
+    names = {r.info.run_id: r.info.run_name for r in runs}
+    expected = {f"checkpoint-40 · run {names[m.source_run_id]} · {m.model_id}": f"models:/{m.model_id}"
+                for m in client.search_logged_models(experiment_ids=[exp.experiment_id])}
+    assert listed.value == expected and len(expected) == 2
 
 
 @pytest.mark.slow

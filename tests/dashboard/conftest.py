@@ -107,6 +107,25 @@ class Store:
         """Write one more synthetic step into a run (what a training run does while the page is open)."""
         self.writer(label).log_step(step, step_results(step), model=model)
 
+    def add_twin_run(self, label: str, name: str, steps: tuple[int, ...] = (10, 20), rel_change: float = 1e-7) -> str:
+        """A finished run whose steps all hold step 10's results of run ``a``, the matrices of the k-th step
+        scaled by ``1 + k * rel_change`` (differences far below what float16 storage resolves)."""
+        from attrib_mlops.tracking import AttributionWriter
+
+        client = self.client()
+        exp = client.get_experiment_by_name("dashboard-tests").experiment_id
+        run_id = client.create_run(exp, run_name=name).info.run_id
+        self.runs[label] = run_id
+        w = AttributionWriter(client, run_id=run_id, spool_dir=self.spool)
+        w.log_probe_set(probe("a"))
+        for k, step in enumerate(steps):
+            results = step_results(10)
+            for r in results:
+                r.matrix = (r.matrix.astype(np.float64) * (1.0 + k * rel_change)).astype(np.float32)
+            w.log_step(step, results)
+        client.set_terminated(run_id, "FINISHED")
+        return run_id
+
     def writer(self, label: str):
         from attrib_mlops.tracking import AttributionWriter
 
@@ -144,6 +163,9 @@ def build_store(root: Path) -> Store:
         w.log_step(step, step_results(step))
         client.log_metric(run_a.info.run_id, "loss", 2.0 / (1 + step / 10), step=step)
     w.log_step(30, step_results(30, model_seed=7), model="other")
+    from attrib_mlops.tracking.logged_models import create_checkpoint_model
+
+    create_checkpoint_model(client, run_a.info.run_id, 30, str(root / "checkpoint-30"))  # New job's checkpoint list
 
     run_b = client.create_run(exp, run_name="run-b")
     store.runs["b"] = run_b.info.run_id

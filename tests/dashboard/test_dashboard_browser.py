@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -79,7 +80,11 @@ def _port() -> int:
 
 
 class Console:
-    """Browser console errors and uncaught page errors of one page."""
+    """Browser console errors, uncaught page errors and requests leaving 127.0.0.1 of one page.
+
+    Everything the dashboard needs is served by the dashboard itself: a request to any other host
+    (a CDN stylesheet, a font) is an error.
+    """
 
     def __init__(self, page):
         self.errors: list[str] = []
@@ -87,7 +92,16 @@ class Console:
                 else None)
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
         page.on("requestfailed", lambda r: self.failed.append(r.url))
+        page.on("request", self._request)
         self.failed: list[str] = []
+
+    def _request(self, request) -> None:
+        from urllib.parse import urlsplit
+
+        url = request.url
+        if url.startswith(("http:", "https:", "ws:", "wss:")) and urlsplit(url).hostname not in ("127.0.0.1",
+                                                                                              "localhost"):
+            self.errors.append(f"request leaving 127.0.0.1: {url}")
 
 
 @pytest.fixture
@@ -269,7 +283,11 @@ def test_live_refresh_shows_a_new_step(dashboard, dash_store, page):
 
 
 def test_new_job_form_runs_a_tiny_model(dashboard, tiny_dir, page):
+    """A job from the form runs, its run opens in the explorer; while it finishes the Runs tab is shown, and
+    nothing is fetched from outside 127.0.0.1 (the page fixture fails on any such request: issue 9 item 16,
+    Panel's stylesheets of a hidden pane came from its CDN)."""
     page.goto(f"{dashboard}/?tab=jobs")
+    page.locator(".job-logged option", has_text="checkpoint-30 · run run-a · m-").wait_for(state="attached")
     name = f"browser-job-{os.getpid()}"
     for css, text in ((".job-name input", name), (".job-models textarea", f"tiny={tiny_dir}"),
                       (".job-text textarea", "w1 w2 w3 ||| w4 w5\nw6 w7 ||| w8")):
@@ -278,14 +296,23 @@ def test_new_job_form_runs_a_tiny_model(dashboard, tiny_dir, page):
         field.dispatch_event("change")
     page.locator(".job-submit button").click()
     page.locator(".job-note", has_text="Queued job").wait_for()
-    page.locator('.job-table tr[data-status="finished"]').wait_for(timeout=240_000)
-    assert page.locator('.job-table tr[data-status="failed"]').count() == 0
-    tab(page, "Runs")
+    tab(page, "Runs")  # the job finishes while the runs table is shown (the jobs table updates hidden)
     row = page.locator(".overview-table .tabulator-row", has_text=name).first
-    row.locator('.tabulator-cell[tabulator-field="status"]', has_text="FINISHED").wait_for()
+    row.locator('.tabulator-cell[tabulator-field="status"]', has_text="FINISHED").wait_for(timeout=240_000)
+    tab(page, "Evolution")
+    page.locator(".evolution-runs").first.click()
+    tab(page, "New job")
+    done = page.locator('.job-table tr.job-session[data-status="finished"]')
+    done.wait_for()
+    assert page.locator('.job-table tr.job-session[data-status="failed"]').count() == 0
+    run_id = done.get_attribute("data-run")
+    tab(page, "Runs")
     row.click()  # the job's run opens in the explorer
     page.locator('.explorer-tokens .attrib-tok[data-role="target"]', has_text="w4").first.wait_for()
     page.locator(".explorer-run select").locator("option", has_text=name).first.wait_for(state="attached")
+    page.goto(f"{dashboard}/?tab=jobs")  # a new session lists the job from the store (issue 9 item 20)
+    page.locator(f'.job-table tr.job-stored[data-run="{run_id}"][data-status="finished"]', has_text=name).wait_for()
+    assert page.locator(".job-table tr.job-session").count() == 0
 
 
 def test_bad_artifacts_are_explained_and_the_page_stays_usable(dashboard, dash_store, page):
@@ -299,6 +326,23 @@ def test_bad_artifacts_are_explained_and_the_page_stays_usable(dashboard, dash_s
     page.goto(f"{dashboard}/?tab=explorer&run={'0' * 32}")  # digits only: must stay a string
     page.locator(".explorer-error", has_text="not found").wait_for()
     page.locator(".explorer-error", has_text="0" * 32).wait_for()
+
+    # issue 9 item 19: a deep link to a step, model or sample the run does not have says so
+    run = dash_store.runs["b"]
+    page.goto(f"{dashboard}/?tab=explorer&run={run}&step=999&model=nomodel&sample=nope")
+    wait_state(page, ".explorer-tokens", f"{run}|30|model|saliency|s0|0|source|overlay")
+    link = page.locator(".explorer-link .attrib-alert")
+    link.filter(has_text="step '999'").wait_for()
+    text = link.inner_text()
+    assert run[:8] in text and "does not have (its steps: 10, 20, 30); showing step 30" in text, text
+    assert "model 'nomodel'" in text and "showing model" in text
+    assert "sample 'nope'" in text and "showing sample s0" in text
+    page.locator(".explorer-step select").select_option("20")  # the user chooses: the note goes
+    wait_state(page, ".explorer-tokens", f"{run}|20|model|saliency|s0|0|source|overlay")
+    assert not page.locator(".explorer-link").is_visible()
+    page.goto(f"{dashboard}/?tab=explorer&run={run}&step=20&sample=s1")  # everything found: nothing to say
+    wait_state(page, ".explorer-tokens", f"{run}|20|model|saliency|s1|0|source|overlay")
+    assert not page.locator(".explorer-link").is_visible()
 
 
 def test_unreachable_tracking_server_is_explained(tmp_path, page):
@@ -369,3 +413,113 @@ def test_basic_auth_asks_for_a_password(dash_store, tmp_path, page):
         page.locator("input[type=password]").fill("s3cret-pass")
         page.locator("input[type=password]").press("Enter")
         page.locator(".overview-table .tabulator-row", has_text="run-a").first.wait_for()
+
+def test_compare_scales_differences_to_the_values_says_which_run_is_a2_and_export_says_what(
+        dashboard, dash_store, page):
+    run = dash_store.add_twin_run("twin", "twin-run")  # two checkpoints equal up to 1e-7 (relative)
+    page.goto(f"{dashboard}/?tab=explorer&run={run}&step=20&sample=s1")
+    wait_state(page, ".explorer-tokens", f"{run}|20|model|saliency|s1|0|source|overlay")
+    tab(page, "Compare")
+    scope = ".compare-tokens"
+    wait_state(page, scope, f"checkpoints|{run}|20|model|{run}|10|model|saliency|s1")
+    page.locator(".compare-identical .attrib-alert", has_text="identical within storage precision").wait_for()
+    sides = page.locator(".compare-sides .attrib-alert").inner_text()
+    assert f"A1: run twin-run ({run[:8]}) · step 20 · model model" in sides
+    assert f"A2: run twin-run ({run[:8]}) · step 10 · model model (by default another checkpoint" in sides
+    hover(page, scope, "a", "target", 0)
+    diff = values(page, scope, "diff", "source")
+    assert np.nanmax(np.abs(diff)) < 1e-5  # tiny differences ...
+    colours = page.locator(f'{scope} .attrib-tok[data-side="diff"][data-role="source"]').evaluate_all(
+        "els => els.map(e => getComputedStyle(e).backgroundColor)")
+    rgb = [[int(c) for c in col[col.index("(") + 1:-1].split(",")] for col in colours if col.startswith("rgb(")]
+    assert rgb and all(min(c) >= 250 for c in rgb), colours  # ... stay white: not saturated
+
+    tab(page, "Export")
+    page.locator(".export-compare-what", has_text=f"A2 = run twin-run ({run[:8]}) · step 10").wait_for()
+    what = page.locator(".export-explorer-what").inner_text()
+    assert f"run twin-run ({run[:8]}) · step 20 · model model · sample s1 · method saliency" in what
+    assert "identical within storage precision" in page.locator(".export-compare-what").inner_text()
+    with page.expect_download() as dl:
+        page.locator(".export-compare-json button").click()
+    doc = json.loads(Path(dl.value.path()).read_text(encoding="utf-8"))
+    assert doc["A1"] == {"run_id": run, "run": "twin-run", "step": 20, "model": "model"}
+    assert doc["A2"]["step"] == 10 and doc["identical_within_storage_precision"] is True
+    with page.expect_download() as dl:
+        page.locator(".export-compare-html button").click()
+    exported = Path(dl.value.path()).read_text(encoding="utf-8")
+    meta = exported.split('<table class="attrib-meta">')[1].split("</table>")[0]
+    assert f"<th>A2</th><td>run twin-run ({run[:8]}) · step 10 · model model</td>" in meta
+    assert "(&#x27;" not in meta and "[" not in meta  # no Python tuples or lists
+
+_MODELS_JS = """(kind) => [...Bokeh.documents.flatMap(d => [...d.all_models])]
+                   .filter(m => m.constructor.__name__ === kind)"""
+
+
+def test_evolution_marker_follows_the_checkpoint_legend_beside_the_curves_changes_show_tokens(
+        dashboard, dash_store, page):
+    reader = AttributionReader(dash_store.uri)
+    run = dash_store.runs["a"]
+    page.goto(f"{dashboard}/?tab=explorer&run={run}&step=20&sample=s1")
+    wait_state(page, ".explorer-tokens", f"{run}|20|model|saliency|s1|0|source|overlay")
+    tab(page, "Evolution")
+    page.locator(".evolution-metric-plot .bk-Canvas").first.wait_for()
+    page.locator(".evolution-loss-plot .bk-Canvas").first.wait_for()
+    markers = f"() => ({_MODELS_JS})('Span').filter(s => s.name === 'step-marker').map(s => [s.location, s.visible])"
+    page.wait_for_function(f"() => {{ const m = ({markers})(); return m.length === 2 && "
+                           "m.every(([loc, vis]) => loc === 20 && vis); }")
+    page.locator(".evolution-checkpoint .noUi-handle").first.focus()
+    page.keyboard.press("ArrowRight")  # checkpoint 30: the explorer's step and both markers follow
+    page.wait_for_function(f"() => ({markers})().every(([loc, vis]) => loc === 30 && vis)")
+    legends = page.evaluate(f"""() => ({_MODELS_JS})('Figure').filter(f => f.name && f.name.startsWith('evolution-'))
+                                 .map(f => [f.name, f.right.some(r => r.constructor.__name__ === 'Legend'),
+                                            f.center.some(r => r.constructor.__name__ === 'Legend')])""")
+    curves = [lg for lg in legends if lg[0] in ("evolution-metrics", "evolution-loss")]
+    assert len(curves) == 2 and all(right and not inside for _, right, inside in curves), legends
+    tips = page.evaluate(f"() => ({_MODELS_JS})('HoverTool').map(h => JSON.stringify(h.tooltips))")
+    assert any("@value_s" in t for t in tips) and not any("0.0000" in t for t in tips), tips  # significant digits
+
+    first = page.locator(".evolution-changes .tabulator-row").first
+    first.wait_for()
+    sid = first.locator('.tabulator-cell[tabulator-field="sample"]').inner_text().strip()
+    tops = first.locator('.tabulator-cell[tabulator-field^="top @ "]')
+    assert tops.count() == 2  # from step, to step (the run's first and last)
+    for k in range(2):
+        step = int(tops.nth(k).get_attribute("tabulator-field").split("@ ")[1])
+        cell = tops.nth(k).inner_text().strip()
+        pos, _, tok = cell.partition(": ")
+        assert tok == reader.load_sample(run, step, "model", "saliency", sid).source_tokens[int(pos)], cell
+
+
+def test_explorer_per_column_colours_and_each_method_distinguishable(dashboard, dash_store, page):
+    reader = AttributionReader(dash_store.uri)
+    run = dash_store.runs["a"]
+    page.goto(f"{dashboard}/?tab=explorer&run={run}&step=20&sample=s1")
+    scope = ".explorer-tokens"
+    wait_state(page, scope, f"{run}|20|model|saliency|s1|0|source|overlay")
+    page.locator(".explorer-methods button", has_text="attention").click()
+    wait_state(page, scope, f"{run}|20|model|saliency,attention|s1|0|source|overlay")
+    toks = page.locator(f'{scope} .attrib-tok[data-side="a"][data-role="source"]')
+    bars = toks.evaluate_all("""els => els.map(e => [...e.querySelectorAll('.attrib-bar')]
+                                 .map(b => [b.dataset.method, b.dataset.t === 'nan' ? null : Number(b.dataset.t)]))""")
+    assert all([m for m, _ in tok] == ["saliency", "attention"] for tok in bars), bars
+    for k, method in enumerate(("saliency", "attention")):  # each bar: that method's own normalised I(x)
+        imp = source_importance(reader.load_sample(run, 20, "model", method, "s1").matrix)
+        want = (imp - np.nanmin(imp)) / (np.nanmax(imp) - np.nanmin(imp))
+        shown = np.array([np.nan if tok[k][1] is None else tok[k][1] for tok in bars])
+        assert_close(shown, want, 1.0, 5e-3)
+
+    shade = """() => { const f = [...Bokeh.documents.flatMap(d => [...d.all_models])]
+                        .filter(m => m.constructor.__name__ === 'Figure' && m.name === 'heatmap-0').pop();
+                      if (!f) return null;
+                      const d = f.renderers[0].data_source.data;
+                      return [Array.from(d.j), Array.from(d.shade), Array.from(d.value)]; }"""
+    page.locator(".explorer-normalize button", has_text="per column").click()
+    page.wait_for_function(f"() => {{ const s = ({shade})(); "
+                           "return s && s[1].some((v, k) => Number.isFinite(v) && v !== s[2][k]); }")
+    j, sh, val = (np.array(x, dtype=float) for x in page.evaluate(shade))
+    a = reader.load_sample(run, 20, "model", "saliency", "s1").matrix
+    for col in range(a.shape[1]):  # every column spans the whole colour scale on its own
+        got = sh[j == col]
+        assert np.nanmax(got) == pytest.approx(1.0) and np.nanmin(got) == pytest.approx(0.0)
+        assert np.nanargmax(got) == np.nanargmax(a[:, col])
+    wait_state(page, scope, f"{run}|20|model|saliency,attention|s1|0|source|overlay")  # the tokens stay as they were

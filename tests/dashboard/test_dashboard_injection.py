@@ -78,7 +78,8 @@ def build_evil_store(root: Path) -> dict:
     for k, label in enumerate(("one", "two")):
         exp = client.create_experiment(payload(f"experiment_{label}"), artifact_location=str(root / f"art-{label}"))
         run = client.create_run(exp, run_name=payload(f"run_{label}"),
-                                tags={"evil.tag": payload("tag"), "attrib_mlops.error": payload("tag_error")})
+                                tags={"evil.tag": payload("tag"), "attrib_mlops.error": payload("tag_error"),
+                                      "attrib_mlops.kind": "job"})  # listed in the jobs table too
         rid = run.info.run_id
         w = AttributionWriter(client, run_id=rid, spool_dir=root / "spool")
         w.log_probe_set([{"id": sid, "prompt": payload("probe_prompt"), "target": payload("probe_target")}
@@ -352,6 +353,11 @@ def test_new_job_names_and_errors_are_text(evil, tiny_dir, watched):
     page = watched.page
     page.goto(f"{evil['url']}/?tab=jobs")
     page.locator(".job-submit button").wait_for()
+    stored = page.locator(".job-table tr.job-stored", has_text="run_one")  # jobs from the store: names as text
+    stored.wait_for()
+    assert "run_one <img src=x onerror=__pw.run_one>" in stored.inner_text()
+    assert "tag_error <img src=x onerror=__pw.tag_error>" in stored.inner_text()
+    watched.check("Jobs from the store")
 
     def fill(css: str, text: str) -> None:
         field = page.locator(css).first
@@ -372,8 +378,8 @@ def test_new_job_names_and_errors_are_text(evil, tiny_dir, watched):
     page.locator(".job-submit button").click()
     page.locator(".job-note", has_text="Queued job").wait_for()
     watched.check("Queued job note")
-    page.locator('.job-table tr[data-status="finished"], .job-table tr[data-status="failed"]').first.wait_for(
-        timeout=240_000)
+    page.locator('.job-table tr.job-session[data-status="finished"], .job-table tr.job-session[data-status="failed"]'
+                 ).first.wait_for(timeout=240_000)
     watched.check("Jobs table")
     tab(page, "Runs")
     page.locator(".overview-table .tabulator-row", has_text="job <img").first.wait_for()

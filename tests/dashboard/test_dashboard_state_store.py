@@ -284,6 +284,33 @@ def test_exports(dash_store):
     assert math.isclose(doc["matrix"][0][0], float(r.matrix[0, 0]), rel_tol=1e-6)
 
 
+def test_export_metadata_is_readable_and_csv_cells_are_not_formulas():
+    from panel_app.export import csv_text, matrix_csv, standalone_html
+
+    page = standalone_html({}, [], title="t", meta={"methods": ["saliency", "attention"], "window": None,
+                                                  "A1": {"run": "r", "step": 20}})
+    assert "<td>saliency, attention</td>" in page and "<td>—</td>" in page and "<td>run r; step 20</td>" in page
+    assert "[" not in page.split('<table class="attrib-meta">')[1].split("</table>")[0]  # no Python reprs
+    assert csv_text("=1+1") == "'=1+1" and csv_text("@x") == "'@x" and csv_text("-0.5") == "-0.5"
+    rows = matrix_csv(np.ones((1, 1)), ["=HYPERLINK(x)"], ["+y"]).splitlines()
+    assert rows[1] == "0,'=HYPERLINK(x),0,'+y,1.0"
+
+
+def test_difference_heatmap_colours_relative_to_the_values():
+    from bokeh.models import LinearColorMapper
+
+    from panel_app.plots import STORAGE_REL_ERROR, difference_heatmap, identical_within_storage
+
+    left = np.array([[1.0, 0.5], [0.25, np.nan]])
+    right = left * (1 + 1e-7)
+    diff = left - right
+    fig = difference_heatmap(diff, left, right, ["a", "b"], ["c", "d"])
+    mapper = next(m for m in fig.select(type=LinearColorMapper))
+    assert mapper.high == pytest.approx(float(np.nanmax(np.abs(right)))) and mapper.low == -mapper.high
+    assert identical_within_storage(diff, left, right)
+    assert not identical_within_storage(diff + 4 * STORAGE_REL_ERROR, left, right)
+
+
 # ------------------------------------------------------------------ jobs
 def test_job_form_validation(tiny_dir, tmp_path):
     from attrib_mlops.errors import InputError
@@ -326,6 +353,24 @@ def test_job_runner_logs_a_finished_run(tiny_dir, tmp_path):
     r = reader.load_sample(snap["run_id"], 0, "tiny", "saliency", "t1")
     assert r.target_tokens == ["w8"] and r.engine == "native"
     runner.shutdown(wait=True)
+
+    # the jobs table reads jobs from the store, whoever ran them (issue 9 item 20): this dashboard job, a job of
+    # `attrib-mlops run` (tag attrib_mlops.kind=job), not a plain training run
+    from mlflow.tracking import MlflowClient
+
+    from panel_app.store import DashboardStore
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("other-exp", artifact_location=str(tmp_path / "other-art"))
+    cli_job = client.create_run(exp, run_name="cli-job", tags={"attrib_mlops.kind": "job",
+                                                                "attrib_mlops.error": "<b>boom</b>"}).info.run_id
+    client.set_terminated(cli_job, "FAILED")
+    client.create_run(exp, run_name="training-run")
+    got = DashboardStore(uri).jobs()
+    assert got.ok, got.error
+    assert [(j["name"], j["status"], j["experiment"]) for j in got.value] == [
+        ("cli-job", "FAILED", "other-exp"), ("unit-job", "FINISHED", "jobs")]
+    assert got.value[1]["run_id"] == snap["run_id"] and got.value[0]["error"] == "<b>boom</b>"
 
 
 def test_job_worker_reports_failures(tmp_path, capsys):

@@ -194,3 +194,25 @@ def test_probe_set_is_fixed_and_comparable_across_variants():
 def test_bad_arguments(kw):
     with pytest.raises(ValueError):
         make_keyvalue_dataset(3, **kw)
+
+
+def test_two_question_rows_have_multi_token_targets_answered_in_the_prompt():
+    """The demo's multi-token probe rows (issue 9 item 18): each target answers two questions of its prompt."""
+    import datasets
+
+    from attrib_mlops.demo.tasks import TWO_QUESTIONS_TASK_NAME, two_question_rows
+
+    base = probe_set(6, shortcut=True)
+    rows = two_question_rows(base, n=4)
+    assert len(rows) == 4
+    for src, row in zip(base, rows):
+        toks, tgt = row["prompt"].split(), row["target"].split()
+        assert row["prompt"] == src["prompt"] and row["id"] == f"{src['id']}-two"
+        assert row["target"].startswith(" ") and len(tgt) == 5 and tgt[1:3] == [";", "?"]
+        assert tgt[0] == src["answer"] == toks[src["ground_truth"][0]]
+        key_pos = toks.index(tgt[3])
+        assert key_pos % 4 == 0 and toks[key_pos + 1] == "=" and toks[key_pos + 2] == tgt[4]
+        assert tgt[3] != toks[-1]  # a different question than the prompt's
+        assert row["ground_truth"] == [] and row["task"] == TWO_QUESTIONS_TASK_NAME
+    both = datasets.concatenate_datasets([base, rows])  # same columns: the demo tracks both together
+    assert len(both) == 10 and len(set(both["id"])) == 10

@@ -251,3 +251,57 @@ def test_view_written_by_the_writer_shows_payloads_as_text_in_chromium(tmp_path,
     assert not dialogs and not pwned and not found, (dialogs, pwned, found)
     assert not outside and not errors, (outside, errors)
     assert "<img src=x onerror=__pw.tok>" in visible and "__pw.model" in visible  # shown, as text
+
+
+@pytest.mark.browser
+def test_view_tooltips_show_positions_and_significant_digits_and_colour_bars_follow_the_sample(tmp_path, chromium):
+    """Tiny saliency values read as values, not 0.0000; tooltips say which position; a colour bar per heatmap
+    spans the shown sample's values (and follows the sample picker)."""
+    import re
+
+    small = make_result("small", seed=3)
+    small.matrix = small.matrix * np.float32(1e-5)  # typical raw saliency magnitudes
+    big = make_result("big", seed=4)
+    page_html = render_step_html({("model", "saliency"): [small, big]}, {"step": 1}, title="t")
+    assert page_html.count('"name":"ColorBar"') == 1  # one colour bar per heatmap (in the document JSON)
+    path = tmp_path / "view.html"
+    path.write_text(page_html, encoding="utf-8")
+    mappers_js = """() => [...Bokeh.documents[0].all_models].filter(m => m.constructor.__name__ === 'LinearColorMapper')
+                            .map(m => [m.low, m.high])"""
+    page = chromium.new_page(viewport={"width": 1300, "height": 1000})
+    outside = []  # the view is self-contained: no request leaves the file
+    page.on("request", lambda r: outside.append(r.url) if r.url.startswith(("http:", "https:", "ws:")) else None)
+    try:
+        page.goto(path.as_uri())
+        page.locator(".bk-Canvas").first.wait_for()
+        box = page.locator(".bk-Canvas").first.bounding_box()
+        tips = []
+        for fy in range(9, 2, -1):
+            for fx in range(9, 3, -1):
+                page.mouse.move(box["x"] + box["width"] * fx / 10, box["y"] + box["height"] * fy / 10, steps=2)
+                tip = page.locator(".bk-tooltip-content:visible")
+                try:
+                    tip.first.wait_for(timeout=250)
+                except Exception:  # noqa: BLE001 - not over a cell
+                    continue
+                tips += tip.all_inner_texts()
+            if tips:
+                break
+        ranges_small = page.evaluate(mappers_js)
+        page.locator("select").first.select_option(index=1)
+        page.wait_for_function(mappers_js.replace("() =>", "() => (") + f")[0][1] > {float(np.nanmax(small.matrix))}")
+        ranges_big = page.evaluate(mappers_js)
+    finally:
+        page.close()
+    assert tips, "no tooltip over the heatmap"
+    assert not outside, outside
+    m = re.search(r"source:\s*(\d+): (\S+)\s+target:\s*(\d+): (\S+)\s+value:\s*(\S+)", tips[0])
+    assert m, tips[0]
+    i, src, j, tgt, value = int(m[1]), m[2], int(m[3]), m[4], m[5]
+    assert small.source_tokens[i] == src and small.target_tokens[j] == tgt
+    stored = float(f"{small.matrix[i, j]:.4g}")
+    assert value != "0.0000" and float(value) == pytest.approx(stored, rel=1e-3), (value, stored)
+    finite = small.matrix[np.isfinite(small.matrix)]
+    assert ranges_small[0] == pytest.approx([finite.min(), finite.max()], rel=1e-3)
+    finite = big.matrix[np.isfinite(big.matrix)]
+    assert ranges_big[0] == pytest.approx([finite.min(), finite.max()], rel=1e-3)

@@ -112,10 +112,10 @@ class EstimatorView(pn.viewable.Viewer):
         hi = float(max(wa.max(), wb.max(), uniform.max()))
         lo = float(min(wa.min(), wb.min(), 0.0))
         la, lb = self._entry(self.state.left), self._entry(self.state.right)
-        figs = [weights_heatmap(wa, title=f"A · step {la.get('step')} · AT2 weights", name="at2-left", low=lo, high=hi),
-                weights_heatmap(wb, title=f"B · step {lb.get('step')} · AT2 weights", name="at2-right", low=lo,
+        figs = [weights_heatmap(wa, title=f"A · step {la.get('step')} · AT2 weights", name="at2-heatmap-left", low=lo, high=hi),
+                weights_heatmap(wb, title=f"B · step {lb.get('step')} · AT2 weights", name="at2-heatmap-right", low=lo,
                                 high=hi),
-                weights_heatmap(uniform, title="naive attention averaging (uniform 1/F)", name="at2-uniform",
+                weights_heatmap(uniform, title="naive attention averaging (uniform 1/F)", name="at2-heatmap-uniform",
                                 low=lo, high=hi)]
         self.heatmaps.objects = [pn.pane.Bokeh(f, css_classes=[f.name]) for f in figs]
         self.tables.object = html("{}{}", self._change_table(wa, wb, same_shape), self._quality_table(ea, eb))

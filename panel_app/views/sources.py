@@ -217,9 +217,9 @@ class SourcesView(pn.viewable.Viewer):
             self.alert.show(str(e))
         self._drawn = key
         self.note.show(None)
-        self.prompt.object = self._prompt_markup(self.shown, span)
-        self.scores.object = self._scores_markup(self.shown)
-        self.quality.object = self._quality_markup(self.shown)
+        self.prompt.object = html("{}", self._prompt_markup(self.shown, span))  # markup built with html() below
+        self.scores.object = html("{}", self._scores_markup(self.shown))
+        self.quality.object = html("{}", self._quality_markup(self.shown))
         self._draw_compare(span)
 
     @staticmethod

@@ -84,6 +84,6 @@ def score_bars(rows: Sequence[dict[str, Any]], *, left: str, right: str, name: s
         '<div class="attrib-tt"><div>source <span data-tt="i">@source</span> <b data-tt="source">@text</b></div>'
         '<div>A <b data-tt="left">@A_s</b> · B <b data-tt="right">@B_s</b></div></div>')))
     p.xaxis.major_label_orientation = math.pi / 4
-    p.legend.location = "top_left"
+    p.add_layout(p.legend[0], "right")
     p.grid.grid_line_color = None
     return p

@@ -86,8 +86,12 @@ class SourceStore:
 
     def runs(self, refresh: bool = False) -> list[Any]:
         """Rows of the known runs (:meth:`DashboardStore.known_runs`) that hold source results."""
+        known = self.store.known_runs()
+        if refresh or not known:  # the view opened before the overview listed the runs (a deep link)
+            got = self.store.runs()
+            known = list(got.value or []) if got.ok else []
         out = []
-        for row in self.store.known_runs()[:200]:
+        for row in known[:200]:
             got = self.contents(row.run_id, refresh=refresh)
             if got.ok and got.value.steps:
                 out.append(row)

@@ -115,9 +115,9 @@ class EstimatorView(pn.viewable.Viewer):
         figs = [weights_heatmap(wa, title=f"A · step {la.get('step')} · AT2 weights", name="at2-heatmap-left", low=lo, high=hi),
                 weights_heatmap(wb, title=f"B · step {lb.get('step')} · AT2 weights", name="at2-heatmap-right", low=lo,
                                 high=hi),
-                weights_heatmap(uniform, title="naive attention averaging (uniform 1/F)", name="at2-heatmap-uniform",
+                weights_heatmap(uniform, title="naive attention: uniform 1/F", name="at2-heatmap-uniform",
                                 low=lo, high=hi)]
-        self.heatmaps.objects = [pn.pane.Bokeh(f, css_classes=[f.name]) for f in figs]
+        self.heatmaps.objects = [pn.Column(pn.pane.Bokeh(f), css_classes=[f.name]) for f in figs]
         self.tables.object = html("{}{}", self._change_table(wa, wb, same_shape), self._quality_table(ea, eb))
         self.weights = (wa, wb)
 

@@ -68,6 +68,9 @@ class SourcesView(pn.viewable.Viewer):
                                             css_classes=["sources-span-start"])
         self.span_end = pn.widgets.Select(label="Last target token", options={}, width=170,
                                           css_classes=["sources-span-end"])
+        self.refresh_button = pn.widgets.Button(label="Refresh", align="end", css_classes=["sources-refresh"])
+        self.refresh_button.on_click(lambda _e: self.refresh())
+        self._refresh = False
         self.kind = pn.widgets.RadioButtonGroup(options=_KINDS, value=self.state.compare_kind,
                                                 css_classes=["sources-compare-kind"])
         for p, w in self.widgets.items():
@@ -94,6 +97,14 @@ class SourcesView(pn.viewable.Viewer):
         a, b = int(self.span_start.value), int(self.span_end.value)
         self.state.span = (min(a, b), max(a, b) + 1)
 
+    def refresh(self) -> None:
+        """Re-read the run list and the manifests (new steps of a live run)."""
+        self._refresh, self._drawn = True, None
+        try:
+            self.sync(force=True)
+        finally:
+            self._refresh = False
+
     def active(self) -> bool:
         return self.app.tab == "sources"
 
@@ -109,12 +120,11 @@ class SourcesView(pn.viewable.Viewer):
         self.draw()
 
     def _contents(self, run_id: str | None) -> Fetched[RunContents]:
-        return self.src.contents(run_id)
+        return self.src.contents(run_id, refresh=self._refresh)
 
     def _normalise(self) -> str | None:
         s = self.state
-        runs = self.src.runs()
-        self._runs = runs
+        runs = self._runs = self.src.runs(refresh=self._refresh)
         if not runs:
             self.note.show(None)
             return ("No run in this store holds source attributions yet. Log some with attrib_mlops.attribute_sources "
@@ -335,7 +345,7 @@ class SourcesView(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         w = self.widgets
         return pn.Column(
-            pn.Row(w["run_id"], w["step"], w["model"], w["method"], w["sample_id"]),
+            pn.Row(w["run_id"], w["step"], w["model"], w["method"], w["sample_id"], self.refresh_button),
             pn.Row(self.span_start, self.span_end), self.alert, self.note, self.prompt,
             pn.Row(self.scores, self.quality, sizing_mode="stretch_width"),
             pn.pane.Markdown("#### Compare: the same sample at another checkpoint or in another run"),

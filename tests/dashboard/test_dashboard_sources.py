@@ -198,6 +198,7 @@ def test_sources_view_scores_span_and_compare(src_store, page):
     page.goto(src_store["url"] + "/?tab=sources")
     page.locator(".attrib-sources .attrib-src").first.wait_for()
     pick(page, ".sources-run", "src-a")
+    page.locator(".sources-step select").select_option("20")
     state(page, run, 20, "model", "ablation", "s0", 0, 3)
 
     stored = reader.load_sample(run, 20, "model", "ablation", "s0", kind="sources")
@@ -251,7 +252,7 @@ def test_sources_view_scores_span_and_compare(src_store, page):
     pick(page, ".sources-sample", "s1")
     state(page, run, 20, "model", "at2", "s1", 1, 2)
     page.locator(".sources-prompt .attrib-src", has_text="<script>__pw.prompt</script>").wait_for()
-    page.locator(".view-sources .bk-Select option", has_text=RUN_A[:12]).first.wait_for(state="attached")
+    page.locator(".sources-run option", has_text=RUN_A[:12]).first.wait_for(state="attached")
 
 
 def test_at2_view_shows_the_estimators_weights_and_naive_attention(src_store, page):

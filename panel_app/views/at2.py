@@ -118,8 +118,32 @@ class EstimatorView(pn.viewable.Viewer):
                 weights_heatmap(uniform, title="naive attention: uniform 1/F", name="at2-heatmap-uniform",
                                 low=lo, high=hi)]
         self.heatmaps.objects = [pn.Column(pn.pane.Bokeh(f), css_classes=[f.name]) for f in figs]
-        self.tables.object = html("{}{}", self._change_table(wa, wb, same_shape), self._quality_table(ea, eb))
+        self.tables.object = html("{}{}{}", self._change_table(wa, wb, same_shape), self._quality_table(ea, eb),
+                                  self._run_table(la["run_id"]))
         self.weights = (wa, wb)
+
+    def _run_table(self, run_id: str | None, limit: int = 50) -> Markup:
+        """Every estimator of the run, by checkpoint: top head, held-out LDS next to naive attention's, drift."""
+        rows, prev = [], None
+        for e in [e for e in self.entries if e["run_id"] == run_id][-limit:]:
+            got = self.src.estimator(e["uri"])
+            if not got.ok:
+                rows.append(html('<tr data-step="{}"><td>{}</td><td colspan="4">{}</td></tr>', e.get("step"),
+                                 e.get("step"), got.error))
+                continue
+            w = got.value.weights.astype(np.float64)
+            i, j = np.unravel_index(int(np.argmax(np.abs(w))), w.shape)
+            cos = float("nan")
+            if prev is not None and prev.shape == w.shape and np.linalg.norm(prev) > 0 and np.linalg.norm(w) > 0:
+                cos = float((prev * w).sum() / (np.linalg.norm(prev) * np.linalg.norm(w)))
+            prev, q = w, got.value.quality
+            rows.append(html('<tr data-step="{}" data-lds="{}" data-lds-attention="{}"><td>{}</td><td>{}</td>'
+                             "<td>layer {} head {}</td><td>{}</td><td>{}</td><td>{}</td></tr>", e.get("step"),
+                             fmt(q.get("lds")), fmt(q.get("lds_attention")), e.get("step"), e.get("name", ""), i, j,
+                             fmt(q.get("lds")), fmt(q.get("lds_attention")), fmt(cos)))
+        return html('<table class="at2-table at2-over-steps"><tr><th colspan="6">estimators of this run across '
+                    "checkpoints</th></tr><tr><th>step</th><th>name</th><th>top head</th><th>AT2 LDS</th>"
+                    "<th>naive attention LDS</th><th>cosine to the previous</th></tr>{}</table>", Markup("").join(rows))
 
     @staticmethod
     def _change_table(wa: np.ndarray, wb: np.ndarray, same_shape: bool) -> Markup:

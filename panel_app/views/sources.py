@@ -83,6 +83,7 @@ class SourcesView(pn.viewable.Viewer):
         self.quality = SafeHTML(css_classes=["sources-quality"], stylesheets=[_CSS])
         self.compare_table = SafeHTML(css_classes=["sources-compare-table"], stylesheets=[_CSS])
         self.bars = pn.Row(css_classes=["sources-bars"])
+        self.over_steps = SafeHTML(css_classes=["sources-over-steps"], stylesheets=[_CSS])
         self.state.param.watch(lambda *_e: self.sync(), list(self.state.param)[1:])
         app_state.param.watch(lambda e: self.sync(force=True) if e.new == "sources" else None, "tab")
 
@@ -199,6 +200,7 @@ class SourcesView(pn.viewable.Viewer):
         self.scores.object = Markup("")
         self.quality.object = Markup("")
         self.compare_table.object = Markup("")
+        self.over_steps.object = Markup("")
         self.change.show(None)
         self.bars.objects = []
 
@@ -231,6 +233,7 @@ class SourcesView(pn.viewable.Viewer):
         self.scores.object = html("{}", self._scores_markup(self.shown))
         self.quality.object = html("{}", self._quality_markup(self.shown))
         self._draw_compare(span)
+        self.over_steps.object = html("{}", self._over_steps_markup(span))
 
     @staticmethod
     def _target_tokens(r: Any) -> list[str]:
@@ -316,10 +319,35 @@ class SourcesView(pn.viewable.Viewer):
                  "<td>{}</td><td>{}</td><td>{}</td></tr>", r["source"], fmt(r["A"]), fmt(r["B"]), r["source"],
                  r["text"], fmt(r["A"]), fmt(r["B"]), fmt(r["B - A"]), r["rank A"], r["rank B"]) for r in rows)
         self.compare_table.object = html(
-            '<table class="sources-table" data-changed="{}"><tr><th>source</th><th>text</th><th>A · step {}</th>'
-            "<th>B · {}</th><th>B − A</th><th>rank A</th><th>rank B</th></tr>{}</table>", int(changed), s.step,
+            '<table class="sources-table" data-changed="{}" data-state="{}|{}|{}"><tr><th>source</th><th>text</th>'
+            "<th>A · step {}</th><th>B · {}</th><th>B − A</th><th>rank A</th><th>rank B</th></tr>{}</table>",
+            int(changed), self._state_text(span), s.other_run, s.other_step, s.step,
             side_b, body)
         self.bars.objects = [pn.pane.Bokeh(score_bars(rows, left=f"step {s.step}", right=side_b))]
+
+    def _over_steps_markup(self, span: tuple[int, int], limit: int = 50) -> Markup:
+        """The top source of this sample, method and span at every checkpoint of the run (changes marked)."""
+        s, c = self.state, self._c
+        rows, prev = [], None
+        for step in [st for st in c.steps if s.method in c.methods(st, s.model)][-limit:]:
+            got = self.src.result(s.run_id, step, s.model, s.method, s.sample_id)
+            if not got.ok:
+                rows.append(html('<tr data-step="{}" data-top="-1"><td>{}</td><td colspan="4">{}</td></tr>', step,
+                                 step, got.error))
+                continue
+            try:
+                r = span_result(got.value, *span)
+            except Exception:  # noqa: BLE001 - this step's result cannot be refitted: its whole target
+                r = got.value
+            top = r.ranking()[0] if r.n_sources else -1
+            changed = prev is not None and top != prev
+            prev = top
+            rows.append(html('<tr data-step="{}" data-top="{}" data-changed="{}"><td>{}</td><td>{}</td>'
+                             '<td class="text">{}</td><td>{}</td><td>{}</td></tr>', step, top, int(changed), step,
+                             top, r.sources[top] if top >= 0 else "", fmt(r.scores[top]) if top >= 0 else "",
+                             "changed" if changed else ""))
+        return html('<table class="sources-table" data-state="{}"><tr><th>step</th><th>top source</th><th>text</th>'
+                    "<th>score</th><th></th></tr>{}</table>", self._state_text(span), Markup("").join(rows))
 
     def _compare_fail(self, message: str | None) -> None:
         self.compare_alert.show(message)
@@ -350,5 +378,6 @@ class SourcesView(pn.viewable.Viewer):
             pn.Row(self.scores, self.quality, sizing_mode="stretch_width"),
             pn.pane.Markdown("#### Compare: the same sample at another checkpoint or in another run"),
             pn.Row(self.kind, w["other_run"], w["other_step"]), self.compare_alert, self.change, self.compare_table,
-            self.bars, sizing_mode="stretch_width", css_classes=["view-sources"],
+            self.bars, pn.pane.Markdown("#### Top source at every checkpoint of this run"), self.over_steps,
+            sizing_mode="stretch_width", css_classes=["view-sources"],
         )

@@ -230,7 +230,7 @@ def test_sources_view_scores_span_and_compare(src_store, page):
     # compare: the same sample and span at step 10 (B), the top source changing or not
     a10 = reader.load_sample(run, 10, "model", "ablation", "s0", kind="sources").for_target_tokens(1, 2)
     table = ".sources-compare-table tr[data-index]"
-    page.locator(table).first.wait_for()
+    page.locator(f'.sources-compare-table table[data-state="{run}|20|model|ablation|s0|1|2|{run}|10"]').wait_for()
     close(shown(page, table, "a"), span.scores)
     close(shown(page, table, "b"), a10.scores)
     changed = span.ranking()[0] != a10.ranking()[0]
@@ -238,8 +238,11 @@ def test_sources_view_scores_span_and_compare(src_store, page):
     page.locator(".sources-top-change", has_text="Top source changed" if changed else "Top source unchanged"
                  ).wait_for()
     assert page.locator(".sources-bars .bk-Canvas").count() == 1
+    for step, r in ((10, a10), (20, span)):  # the top source of this span at every checkpoint
+        page.locator(f'.sources-over-steps tr[data-step="{step}"][data-top="{r.ranking()[0]}"]').wait_for()
 
     page.locator(".sources-compare-kind button", has_text="another run").click()
+    page.locator(f'.sources-compare-table table[data-state="{run}|20|model|ablation|s0|1|2|{other}|10"]').wait_for()
     page.locator(".sources-top-change", has_text="of run src-b").wait_for()
     b10 = reader.load_sample(other, 10, "model", "ablation", "s0", kind="sources").for_target_tokens(1, 2)
     close(shown(page, table, "b"), b10.scores)
@@ -288,3 +291,9 @@ def test_at2_view_shows_the_estimators_weights_and_naive_attention(src_store, pa
                            f'td[data-col="attention-{col[-1]}"]').inner_text()
         assert float(att) == pytest.approx(est.quality["lds_attention"], rel=1e-5)  # naive attention beside it
     assert page.locator(".at2-heatmap-uniform .bk-Canvas").count() == 1
+    rows = page.locator(".at2-over-steps tr[data-step]").evaluate_all(
+        "els => els.map(e => [+e.dataset.step, +e.dataset.lds, +e.dataset.ldsAttention])")
+    assert [r[0] for r in rows] == [10, 20]  # every checkpoint's estimator of the run
+    for step, lds, lds_att in rows:
+        q = reader.load_estimator(entries[step]["uri"]).quality
+        assert lds == pytest.approx(q["lds"], rel=1e-5) and lds_att == pytest.approx(q["lds_attention"], rel=1e-5)

@@ -160,7 +160,7 @@ def follow_up_turns(
     Returns ``[(messages_k, answer_k), ...]``: pass ``[m for m, _ in turns]`` as
     prompts and ``[a for _, a in turns]`` as targets to attribute every turn.
     """
-    from .api import generate_continuations
+    from .prepare import generate_continuations
 
     if not user_messages:
         raise InputError("follow_up_turns needs at least one user message")

@@ -292,8 +292,8 @@ def inseq_chat_problem(tokenizer: Any, rendered_prompt: str) -> str | None:
     return (
         "Inseq cannot attribute this chat-templated prompt faithfully (Inseq issue 278): it re-encodes the rendered "
         f"text adding the tokenizer's special tokens ({', '.join(extra[:3]) or 'extra tokens'}), which the chat "
-        "template already wrote, so it would see different tokens than the model does in chat (and so would the "
-        "native token engine, which encodes the same way). Pass the text from "
+        "template already wrote, so it would see different tokens than the model does in chat (the native "
+        "engine drops the doubled BOS itself). Pass the text from "
         "attrib_mlops.sources.conversation.chat_prompt_for_engines(), or a template that leaves special tokens "
         "to the tokenizer; attribute_sources renders conversations itself and is not affected."
     )

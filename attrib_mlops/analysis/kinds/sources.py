@@ -42,12 +42,11 @@ from attrib_mlops.analysis.registry import register_kind, register_metric
 from attrib_mlops.sources.result import SourceAttribution
 
 __all__ = ["SOURCES", "SourceSampleContext", "SourcePairContext", "SourceSideContext", "true_sources",
-           "same_sources"]
+           "same_sources", "summarize_sources", "top_source"]
 
 #: The kind's name in every layer (storage directory, MLflow key component, check module).
 SOURCES = "sources"
 
-register_kind(SOURCES, SourceAttribution, "scores[s]: how much removing source s lowers the target")
 
 
 # ------------------------------------------------------------------ primitives
@@ -142,6 +141,32 @@ class SourceSideContext:
 
     def __init__(self, result: SourceAttribution, truth: Sequence[int] | None = None, k: int = 3):
         self.sample = SourceSampleContext(result, k, truth)
+
+
+def summarize_sources(results: Sequence[SourceAttribution], ground_truth: Any = None, k: int = 3
+                      ) -> dict[str, float | None]:
+    """Each registered ``sample`` metric of the kind aggregated over ``results`` (job summaries).
+
+    ``ground_truth`` (token positions) is not used: results name their true sources in ``info``.
+
+    >>> r = SourceAttribution(["a", "b"], [(0, 1), (2, 3)], np.array([0.0, 1.0]), "", "ablation",
+    ...                       info={"true_sources": [1]})
+    >>> summarize_sources([r, r])["hit_at_1"]
+    1.0
+    """
+    from attrib_mlops.analysis.registry import compute, list_metrics
+
+    per = [compute("sample", SourceSampleContext(r, k=k), kind=SOURCES) for r in results]
+    out: dict[str, float | None] = {}
+    for m in list_metrics("sample", SOURCES):
+        vals = [p[m.name] for p in per if m.name in p]
+        if vals:
+            out[m.summary_name] = m.reduce(vals)
+    return out
+
+
+register_kind(SOURCES, SourceAttribution, "scores[s]: how much removing source s lowers the target",
+              summarize=summarize_sources)
 
 
 def _not(x: bool | None) -> float | None:

@@ -297,3 +297,20 @@ def test_at2_view_shows_the_estimators_weights_and_naive_attention(src_store, pa
     for step, lds, lds_att in rows:
         q = reader.load_estimator(entries[step]["uri"]).quality
         assert lds == pytest.approx(q["lds"], rel=1e-5) and lds_att == pytest.approx(q["lds_attention"], rel=1e-5)
+
+
+def test_a_sources_only_run_lists_no_token_steps(src_store):
+    """Explorer and Compare read the token kind only: a run holding only sources has no step there (no crash)."""
+    from panel_app.source_store import SourceStore
+    from panel_app.store import DashboardStore
+
+    store = DashboardStore(src_store["uri"])
+    try:
+        run = src_store["runs"]["a"]
+        got = store.contents(run)
+        assert got.ok and got.value.steps == () and "Sources tab" in got.note
+        src = SourceStore(store).contents(run)
+        assert src.ok and src.value.steps == (10, 20)
+        assert src.value.methods(20, "model") == ["ablation", "at2"] and src.value.sample_ids() == ["s0", "s1"]
+    finally:
+        store.close()

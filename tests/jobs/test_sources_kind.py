@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from attrib_mlops.errors import InputError, SpecError
-from attrib_mlops.jobs import parse_job, run_job
+from attrib_mlops.check import compare
+from attrib_mlops.jobs import load_local_results, parse_job, run_job
 from attrib_mlops.jobs.kinds import method_kind
 from attrib_mlops.sources import attribute_sources
 from attrib_mlops.sources.at2.estimator import SourceEstimator
@@ -70,6 +71,9 @@ def test_sources_job_into_mlflow_cached_and_read_back(tmp_path, tiny, tiny_dir, 
 
     again = run_job(_spec(tmp_path, tiny_dir, probes, est_dir), progress=False)
     assert again.computed == 0 and again.cached == 6
+    folder = load_local_results(tmp_path / "out")  # the default sink: the local results folder
+    np.testing.assert_array_equal(folder[("tiny", "ablation")][0].scores, got[0].scores)
+    assert compare(str(tmp_path / "out"), str(tmp_path / "out")).verdict == "pass"
     # another estimator (other weights), logged to MLflow and named by its models:/ URI, recomputes only at2
     base = SourceEstimator.uniform_for(model)
     w = np.arange(base.weights.size, dtype=np.float32).reshape(base.weights.shape)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from attrib_mlops.errors import InputError, SpecError
-from attrib_mlops.jobs import parse_job, run_job
+from attrib_mlops.check import compare
+from attrib_mlops.jobs import load_local_results, parse_job, run_job
 from attrib_mlops.jobs.kinds import method_kind
 from attrib_mlops.sources import attribute_sources
 from attrib_mlops.sources.at2.estimator import SourceEstimator
@@ -39,7 +40,8 @@ def _spec(tmp_path, tiny_dir, probes, estimator, **over):
     return d
 
 
-def test_sources_job_into_mlflow_cached_and_read_back(tmp_path, tiny, tiny_dir, probes):
+def test_sources_job_into_mlflow_cached_and_read_back(tmp_path, tiny, tiny_dir, probes, monkeypatch):
+    from attrib_mlops.tracking.estimators import log_estimator
     from attrib_mlops.tracking.job_sink import MlflowJobSink
 
     model, tok = tiny
@@ -69,13 +71,20 @@ def test_sources_job_into_mlflow_cached_and_read_back(tmp_path, tiny, tiny_dir, 
 
     again = run_job(_spec(tmp_path, tiny_dir, probes, est_dir), progress=False)
     assert again.computed == 0 and again.cached == 6
-    # another estimator (other weights) recomputes only at2
+    folder = load_local_results(tmp_path / "out")  # the default sink: the local results folder
+    np.testing.assert_array_equal(folder[("tiny", "ablation")][0].scores, got[0].scores)
+    assert compare(str(tmp_path / "out"), str(tmp_path / "out")).verdict == "pass"
+    # another estimator (other weights), logged to MLflow and named by its models:/ URI, recomputes only at2
     base = SourceEstimator.uniform_for(model)
     w = np.arange(base.weights.size, dtype=np.float32).reshape(base.weights.shape)
     other = SourceEstimator(w / w.sum(), base.architecture, {"kind": "at2"})
-    third = run_job(_spec(tmp_path, tiny_dir, probes, other.save(tmp_path / "est2")), progress=False)
+    logged = log_estimator(other, run_id=sink.run_id, tracking_uri=uri, step=0)
+    assert logged.uri.startswith("models:/")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    third = run_job(_spec(tmp_path, tiny_dir, probes, logged.uri), progress=False)
     assert third.counts[("tiny", "ablation")] == {"computed": 0, "cached": 3}
     assert third.counts[("tiny", "at2")] == {"computed": 3, "cached": 0}
+    assert run_job(_spec(tmp_path, tiny_dir, probes, logged.uri), progress=False).computed == 0
 
 
 def test_sources_spec_errors(tmp_path, tiny_dir, probes):

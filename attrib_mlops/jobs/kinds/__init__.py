@@ -72,10 +72,16 @@ class TaskKind:
 
 
 def run_unit(model: Any, tokenizer: Any, unit: Any) -> list[Any]:
-    """Attribute one work unit with its kind; per-sample ``unit.extras`` go along when there are any."""
-    kw = {"extras": unit.extras} if getattr(unit, "extras", None) and any(unit.extras) else {}
-    return task_kind(unit.kind).attribute(model, tokenizer, unit.prompts, unit.targets, unit.method, unit.engine,
-                                          unit.sample_ids, unit.options, **kw)
+    """Attribute one work unit with its kind; per-sample ``unit.extras`` go along to a kind whose
+    ``attribute`` takes ``extras``."""
+    import inspect
+
+    task = task_kind(unit.kind)
+    kw = {}
+    if getattr(unit, "extras", None) and any(unit.extras) and "extras" in inspect.signature(task.attribute).parameters:
+        kw["extras"] = unit.extras
+    return task.attribute(model, tokenizer, unit.prompts, unit.targets, unit.method, unit.engine, unit.sample_ids,
+                          unit.options, **kw)
 
 
 def load_task_kinds() -> None:

@@ -14,8 +14,9 @@ ablation data included, so a reader can refit a target sub-span). One row group 
 Metrics per sample come from the metric registry (kind ``sources``,
 :mod:`attrib_mlops.analysis.kinds.sources`): ``lds``, ``top1_drop``, ``hit_at_1``, ...;
 drift against the previous and the first step (``top_source_same``, ``spearman``) when the
-sample's sources are the same. MLflow keys are ``attrib/sources/<method>/<metric>``
-(``attrib/sources/<model>/<method>/<metric>`` for a named model).
+sample's sources are the same; between methods of the step, the same drift metrics as
+``agreement`` (``attrib/sources/agreement/ablation_vs_at2_top_source_same``). MLflow keys are
+``attrib/sources/<method>/<metric>`` (``attrib/sources/<model>/<method>/<metric>`` for a named model).
 
 Reading back (what the dashboard does)::
 
@@ -198,7 +199,30 @@ class SourcesKind(StorageKind):
                 "samples": per_sample,
                 "top_sources": tops,
             }
+        section["agreement"] = self._agreement(groups, k)
         return section
+
+    @staticmethod
+    def _agreement(groups: Mapping[str, list[SourceAttribution]], k: int) -> dict[str, float | None]:
+        """Between methods of a step (e.g. ``ablation_vs_at2_top_source_same``): the drift metrics,
+        averaged over the samples both methods scored on the same sources."""
+        out: dict[str, float | None] = {}
+        names = list(groups)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                by_b = {str(r.sample_id): r for r in groups[b]}
+                values: dict[str, list[float]] = {}
+                for ra in groups[a]:
+                    rb = by_b.get(str(ra.sample_id))
+                    ctx = SourcePairContext(ra, rb, k=k) if rb is not None else None
+                    if ctx is None or not ctx.comparable:
+                        continue
+                    for name, v in compute("drift", ctx, kind=SOURCES).items():
+                        values.setdefault(name, []).append(float(v))
+                for m in list_metrics("drift", SOURCES):
+                    if m.name in values:
+                        out[f"{a}_vs_{b}_{m.name}"] = m.reduce(values[m.name])
+        return out
 
     def logged(self, name: str) -> bool:
         scope = "sample"

@@ -58,6 +58,8 @@ def test_sources_written_committed_and_read_back(run):
     assert s0.metrics["ablation"]["hit_at_1"] == 1.0 and s0.metrics["ablation"]["lds"] == pytest.approx(0.6)
     assert s0.mlflow_metrics["attrib/sources/ablation/hit_at_1"] == 1.0
     assert s0.mlflow_metrics["attrib/sources/at2/top1_drop"] == 2.0
+    # the two methods scored the same (same seed): full agreement between them
+    assert s0.mlflow_metrics["attrib/sources/agreement/ablation_vs_at2_top_source_same"] == 1.0
     s1 = w.log_step(5, _sources(5), model="ft", offline=True)  # through the spool
     assert not s1.logged and w.flush()
     s2 = w.log_step(10, _sources(10), model="ft")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from panel_app.store import DashboardStore, Fetched, RunContents
@@ -77,8 +77,17 @@ class SourceStore:
         with self._lock:
             if not refresh and run_id in self._contents:
                 return Fetched(self._contents[run_id])
-        got = self._guard(lambda: source_contents(run_id, self.store.reader.manifest(run_id, refresh=refresh)),
-                          f"opening run {run_id}")
+        def go() -> RunContents:
+            c = source_contents(run_id, self.store.reader.manifest(run_id, refresh=refresh))
+            if not c.samples and c.steps:  # no probe set logged: the sample ids of the last step's first file
+                step = c.steps[-1]
+                model = c.models(step)[0]
+                rs = self.store.reader.load(run_id, step, model, c.methods(step, model)[0], kind=SOURCES_KIND)
+                c = replace(c, samples=tuple({"id": str(r.sample_id), "prompt": r.prompt, "target": r.target}
+                                             for r in rs if r.sample_id is not None))
+            return c
+
+        got = self._guard(go, f"opening run {run_id}")
         if got.ok:
             with self._lock:
                 self._contents[run_id] = got.value
@@ -123,7 +132,8 @@ class SourceStore:
         if got.ok and not got.value:
             return Fetched([], note="No AT2 estimator is logged in this store yet. Train one with "
                                     "attrib_mlops.train_source_estimator and log it with "
-                                    "attrib_mlops.tracking.estimators.log_estimator (or the callback's sources= option).")
+                                    "attrib_mlops.tracking.estimators.log_estimator (or the callback's sources= "
+                                    "option).")
         return got
 
     def estimator(self, uri: str) -> Fetched[Any]:

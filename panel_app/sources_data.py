@@ -64,7 +64,9 @@ def n_target(result: SourceAttribution) -> int:
 
 
 def full_span(result: SourceAttribution) -> tuple[int, int]:
-    return (0, n_target(result)) if result.target_span is None else tuple(result.target_span)  # type: ignore[return-value]
+    if result.target_span is None:
+        return (0, n_target(result))
+    return (int(result.target_span[0]), int(result.target_span[1]))
 
 
 def span_result(result: SourceAttribution, start: int, end: int) -> SourceAttribution:
@@ -132,7 +134,7 @@ def top_change(a: SourceAttribution, b: SourceAttribution) -> tuple[int, int, bo
 
 
 def compare_rows(a: SourceAttribution, b: SourceAttribution) -> tuple[list[dict[str, Any]], str | None]:
-    """One row per source (``source``, ``text``, ``A``, ``B``, ``B - A``, ranks) and a warning when the sources differ."""
+    """One row per source (``source``, ``text``, ``A``, ``B``, ``B - A``, ranks); a warning if the sources differ."""
     n = max(a.n_sources, b.n_sources)
     warn = None
     if a.sources != b.sources:

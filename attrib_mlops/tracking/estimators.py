@@ -270,7 +270,7 @@ def list_estimators(experiment_id: str, *, run_id: str | None = None, tracking_u
 
 
 class EstimatorReading:
-    """What :class:`~attrib_mlops.tracking.reader.AttributionReader` reads of AT2 estimators (a mixin on its ``client``).
+    """What :class:`~attrib_mlops.tracking.reader.AttributionReader` reads of AT2 estimators (mixin on its ``client``).
 
     Example:
         >>> reader = AttributionReader("sqlite:///mlflow.db")                       # doctest: +SKIP

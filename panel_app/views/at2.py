@@ -1,4 +1,4 @@
-"""EstimatorView: AT2 estimators' layer x head weights, two checkpoints side by side, next to naive attention averaging."""
+"""EstimatorView: AT2 estimators' layer x head weights, two checkpoints side by side, beside naive attention."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def _label(entry: dict[str, Any], run_names: dict[str, str]) -> str:
 
 @register_view("at2", "AT2", 47, build=lambda app: EstimatorView(app.state, SourceStore(app.store)))
 class EstimatorView(pn.viewable.Viewer):
-    """Two logged AT2 estimators (e.g. two checkpoints of a run): weight heatmaps, change, quality vs naive attention."""
+    """Two logged AT2 estimators (e.g. two checkpoints of a run): weight heatmaps, change, quality vs naive attention.
+    """
 
     def __init__(self, app_state: AppState, sources: SourceStore | DashboardStore, **params):
         super().__init__(**params)
@@ -112,9 +113,10 @@ class EstimatorView(pn.viewable.Viewer):
         hi = float(max(wa.max(), wb.max(), uniform.max()))
         lo = float(min(wa.min(), wb.min(), 0.0))
         la, lb = self._entry(self.state.left), self._entry(self.state.right)
-        figs = [weights_heatmap(wa, title=f"A · step {la.get('step')} · AT2 weights", name="at2-heatmap-left", low=lo, high=hi),
-                weights_heatmap(wb, title=f"B · step {lb.get('step')} · AT2 weights", name="at2-heatmap-right", low=lo,
-                                high=hi),
+        figs = [weights_heatmap(wa, title=f"A · step {la.get('step')} · AT2 weights", name="at2-heatmap-left",
+                                low=lo, high=hi),
+                weights_heatmap(wb, title=f"B · step {lb.get('step')} · AT2 weights", name="at2-heatmap-right",
+                                low=lo, high=hi),
                 weights_heatmap(uniform, title="naive attention: uniform 1/F", name="at2-heatmap-uniform",
                                 low=lo, high=hi)]
         self.heatmaps.objects = [pn.Column(pn.pane.Bokeh(f), css_classes=[f.name]) for f in figs]

@@ -36,7 +36,8 @@ _CSS = """
 .attrib-src-tgt[data-selected="1"] { border-bottom-color: #333; background: #f1f1f1; }
 .attrib-sources .label { color: #666; font-size: 12px; margin-right: 6px; }
 .sources-table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
-.sources-table th, .sources-table td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+.sources-table th, .sources-table td { border: 1px solid #ddd; padding: 3px 8px; text-align: left;
+                                        vertical-align: top; }
 .sources-table th { background: #f6f6f6; }
 """
 _KINDS = {"another checkpoint of this run": "checkpoints", "another run": "runs"}

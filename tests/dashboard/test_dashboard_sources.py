@@ -2,8 +2,9 @@
 
 One server for the module. The store holds, for a tiny GPT-2 built locally: run ``src-a`` (steps 10
 and 20, the model perturbed in between; ablation and at2 results; an AT2 estimator logged at each
-step) and run ``src-b`` (another model, step 10). Prompts, one source and a run name carry script
-payloads. The tests compare what the page shows with what :class:`AttributionReader` reads.
+step) and run ``src-b`` (another model, step 10, ablation only, no probe set logged). Prompts, one
+source and a run name carry script payloads. The tests compare what the page shows with what
+:class:`AttributionReader` reads.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # trains two tiny AT2 estimators
 
 TIMEOUT_MS = 30_000
 EVIL = "<img src=x onerror=__pw.src>"
@@ -73,7 +74,8 @@ def build_sources_store(root: Path) -> dict:
         rid = client.create_run(exp, run_name=name).info.run_id
         runs[label] = rid
         w = AttributionWriter(client, run_id=rid, spool_dir=root / "spool")
-        w.log_probe_set(PROBE)
+        if label == "a":  # run b logs no probe set: the view takes the sample ids from its results
+            w.log_probe_set(PROBE)
         model, tok = _model(seed)
         for step in steps:
             if step == 20:  # "training": the model moves between the checkpoints
@@ -312,5 +314,8 @@ def test_a_sources_only_run_lists_no_token_steps(src_store):
         src = SourceStore(store).contents(run)
         assert src.ok and src.value.steps == (10, 20)
         assert src.value.methods(20, "model") == ["ablation", "at2"] and src.value.sample_ids() == ["s0", "s1"]
+        no_probe = SourceStore(store).contents(src_store["runs"]["b"])  # sample ids read from its results
+        assert no_probe.ok and no_probe.value.sample_ids() == ["s0", "s1"]
+        assert no_probe.value.samples[0]["prompt"] == PROMPTS[0]
     finally:
         store.close()

@@ -126,7 +126,7 @@ def test_attribute_sources_uses_a_logged_estimator_by_uri(store, tiny):
 
 
 def test_reader_lists_and_loads_estimators_on_its_own_server(store, tmp_path):
-    """The dashboard's path: the reader resolves models:/ and runs:/ URIs on its tracking URI, not MLflow's global one."""
+    """The dashboard's path: the reader resolves models:/ and runs:/ URIs on its own tracking URI (not the global)."""
     import mlflow
 
     from attrib_mlops.tracking import AttributionReader

@@ -120,7 +120,8 @@ class SourceHook:
         self.specs: list[Any] = []
         self.truth: list[list[int] | None] = []
         for s in probe:
-            spec = s.meta.get(cfg.field, cfg.split)
+            spec = s.meta.get(cfg.field)
+            spec = cfg.split if spec is None else spec  # a row without sources: the splitter
             if not isinstance(spec, (str, list, tuple)):
                 raise InputError(f"probe {s.id!r}: field {cfg.field!r} must be a list of source substrings or a "
                                  f"splitter name, got {type(spec).__name__}")

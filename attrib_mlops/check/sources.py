@@ -29,7 +29,7 @@ from ..analysis.registry import list_metrics
 from ..sources.result import SourceAttribution
 from .loaders import short_list
 from .report import MethodReport
-from .rules import evaluate, rules
+from .rules import evaluate, fmt, rules
 
 __all__ = ["compare_method"]
 
@@ -54,6 +54,11 @@ def _row(sid: str, rb: SourceAttribution, rc: SourceAttribution, k: int) -> dict
         if all(v is not None for v in values.values()):
             row.update({f"{m.key}_{name}": v for name, v in values.items()})
     row["sources"] = list(rb.sources)
+    tb, tc = row["top_baseline"], row["top_candidate"]
+    show = lambda t: "-" if t is None else f"{t['source'][:40]!r}@{t['index']}"  # noqa: E731
+    truth = rb.info.get("true_sources") or rc.info.get("true_sources")
+    row["text"] = (f"top source {show(tb)} -> {show(tc)}; spearman {fmt(row.get('source_spearman'))}"
+                   + (f"; true sources {truth}" if truth else "") + f"; target {rb.target.strip()[:40]!r}")
     return row
 
 

@@ -35,6 +35,8 @@ def test_same_top_sources_pass_and_changed_ones_regress():
     failed = {r.name for r in rep.failed_rules}
     assert failed == {"top_source_changed_share", "source_hit_at_1_drop"}
     assert rep.worst[0]["top_source_changed"] is True
+    text = moved.summary_text()
+    assert "top source 'k2 = v2 ;'@1 -> 'k1 = v1 ;'@0" in text and "true sources [1]" in text
     # a looser policy passes the same candidate
     loose = Policy(max_top_source_changed_share=0.6, max_source_hit_at_1_drop=0.6)
     assert compare({"ablation": _results([1, 1, 1, 1])}, {"ablation": _results([1, 0, 0, 1])}, loose).verdict == "pass"

@@ -113,7 +113,8 @@ class SourcesTask(TaskKind):
             InputError: the sample's sources field is neither a list nor a splitter name.
         """
         meta = getattr(sample, "meta", None) or {}
-        spec = meta.get(self.config.field, self.config.split)
+        spec = meta.get(self.config.field)
+        spec = self.config.split if spec is None else spec  # a row without sources: the splitter
         if isinstance(spec, (list, tuple)):
             spec = [str(s) for s in spec]
         elif not isinstance(spec, str):

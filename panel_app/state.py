@@ -26,11 +26,13 @@ __all__ = [
     "OverviewState",
     "EvolutionState",
     "JobFormState",
+    "SourcesState",
+    "EstimatorState",
     "AppState",
 ]
 
 #: Tab names, in display order (``AppState.tab`` takes one of them; also the ``?tab=`` URL value).
-TABS = ("overview", "explorer", "compare", "evolution", "jobs", "export")
+TABS = ("overview", "explorer", "compare", "evolution", "sources", "at2", "jobs", "export")
 
 #: What the two sides of the compare view are.
 COMPARE_KINDS = MappingProxyType({
@@ -122,6 +124,28 @@ class JobFormState(param.Parameterized):
     max_new_tokens = param.Integer(default=8, bounds=(1, 512))
 
 
+class SourcesState(param.Parameterized):
+    """Sources view: one stored source attribution, a target-token span, and what it is compared with."""
+
+    run_id = param.String(default=None, allow_None=True)
+    step = param.Integer(default=None, allow_None=True)
+    model = param.String(default=None, allow_None=True)
+    method = param.String(default=None, allow_None=True, doc="ablation, at2 or attention")
+    sample_id = param.String(default=None, allow_None=True)
+    span = param.Tuple(default=None, allow_None=True, length=2, doc="target tokens [start, end); None = all")
+    compare_kind = param.Selector(default="checkpoints", objects=["checkpoints", "runs"])
+    other_run = param.String(default=None, allow_None=True)
+    other_step = param.Integer(default=None, allow_None=True)
+
+
+class EstimatorState(param.Parameterized):
+    """AT2 view: the run whose estimators are shown and the two compared (``models:/`` URIs)."""
+
+    run_id = param.String(default=None, allow_None=True)
+    left = param.String(default=None, allow_None=True)
+    right = param.String(default=None, allow_None=True)
+
+
 class AppState(param.Parameterized):
     """Everything one browser session has selected."""
 
@@ -131,6 +155,8 @@ class AppState(param.Parameterized):
     overview = param.ClassSelector(class_=OverviewState, instantiate=True)
     evolution = param.ClassSelector(class_=EvolutionState, instantiate=True)
     job_form = param.ClassSelector(class_=JobFormState, instantiate=True)
+    sources = param.ClassSelector(class_=SourcesState, instantiate=True)
+    at2 = param.ClassSelector(class_=EstimatorState, instantiate=True)
 
     def __init__(self, **params):
         params.setdefault("explorer", ExplorerState())
@@ -138,4 +164,6 @@ class AppState(param.Parameterized):
         params.setdefault("overview", OverviewState())
         params.setdefault("evolution", EvolutionState())
         params.setdefault("job_form", JobFormState())
+        params.setdefault("sources", SourcesState())
+        params.setdefault("at2", EstimatorState())
         super().__init__(**params)

@@ -325,7 +325,8 @@ class DashboardStore:
             step_models: dict[int, dict[str, tuple[str, ...]]] = {}
             for s in man["steps"]:
                 files = s.get("files") or {}
-                step_models[int(s["step"])] = {m: tuple(d) for m, d in files.items()}
+                if files:  # a step holding only other kinds (e.g. sources) has no token matrices to show here
+                    step_models[int(s["step"])] = {m: tuple(d) for m, d in files.items()}
             probe = man.get("probe") or {}
             samples = [dict(s) for s in probe.get("samples", []) if isinstance(s, dict) and "id" in s]
             if not samples:  # no probe section: take the ids from the tokens, if any
@@ -339,9 +340,18 @@ class DashboardStore:
             with self._lock:
                 self._contents[run_id] = got.value
             if not got.value.steps:
+                if got.value.updated and self._other_kinds(run_id):
+                    return Fetched(got.value, note=f"Run {run_id} holds no token attribution, only other kinds "
+                                                   "(e.g. context sources: see the Sources tab).")
                 return Fetched(got.value, note=f"Run {run_id} has no committed attribution step yet; it appears "
                                                "here as soon as the first step is written.")
         return got
+
+    def _other_kinds(self, run_id: str) -> bool:
+        try:
+            return any(s.get("kinds") for s in self.reader.manifest(run_id)["steps"])
+        except Exception:  # noqa: BLE001 - only chooses a message
+            return False
 
     # ------------------------------------------------------------- samples
     def sample(self, run_id: str, step: int, model: str, method: str, sample_id: str) -> Fetched[AttributionResult]:

@@ -148,11 +148,14 @@ class Kind(NamedTuple):
         name: ``token_matrix``, ...
         result_type: the Python type of one result of this kind.
         description: one line.
+        summarize: ``summarize(results, ground_truth, k) -> {metric: aggregate}`` of a list of results
+            (job summaries); ``None``: the token-matrix summary.
     """
 
     name: str
     result_type: type
     description: str = ""
+    summarize: Callable[..., dict[str, float | None]] | None = None
 
 
 # registrations happen at import time of the kind modules (under Python's import lock)
@@ -203,9 +206,10 @@ def register_metric(
     return m
 
 
-def register_kind(name: str, result_type: type, description: str = "") -> Kind:
-    """Register an attribution kind and the type of its results."""
-    k = Kind(name, result_type, description)
+def register_kind(name: str, result_type: type, description: str = "",
+                  summarize: Callable[..., dict[str, float | None]] | None = None) -> Kind:
+    """Register an attribution kind and the type of its results (and how a list of them is summarised)."""
+    k = Kind(name, result_type, description, summarize)
     _KINDS[name] = k
     return k
 

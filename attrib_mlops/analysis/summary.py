@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from attrib_mlops.analysis.metrics import summarize
-from attrib_mlops.analysis.registry import get_metric
+from attrib_mlops.analysis.registry import get_kind, get_metric, kind_of
 from attrib_mlops.errors import AttribError
 from attrib_mlops.result import AttributionResult
 
@@ -45,6 +45,9 @@ def summarize_results(
     Raises:
         AttribError: a sample's metrics cannot be computed (other than its ground truth).
     """
+    kind = get_kind(kind_of(results[0])) if results else None
+    if kind is not None and kind.summarize is not None:  # another kind's summary (e.g. context sources)
+        return kind.summarize(results, ground_truth, k)
     ground_truth = ground_truth or {}
     values: dict[str, list[float]] = {}
     for r in results:

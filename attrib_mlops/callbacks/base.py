@@ -80,6 +80,9 @@ class AttributionMonitor:
         stop_on_regression: ask training to stop when a check finds a regression
             (the HF callback sets ``control.should_training_stop``; a plain loop reads
             :attr:`regressed`). Off by default.
+        sources: context sources at every event (``attrib/sources/...`` metrics; ablation ground
+            truth, AT2 refits and scores, opt-in faithfulness): True, a splitter name or a dict of
+            :class:`~attrib_mlops.callbacks.sources.SourceTracking` keys. Off by default.
 
     Example:
         >>> mon = AttributionMonitor(["a b c"], tok, methods=["saliency"])   # doctest: +SKIP
@@ -107,6 +110,7 @@ class AttributionMonitor:
         baseline_run: str | None = None,
         check_policy: Any = None,
         stop_on_regression: bool = False,
+        sources: Any = None,
     ) -> None:
         from ..api import resolve_engine
 
@@ -142,6 +146,12 @@ class AttributionMonitor:
         if baseline_run is not None:  # a malformed REF or policy fails now, not mid-training
             self._live_check = LiveCheckHook(baseline_run, check_policy, tracking_uri=tracking_uri,
                                              methods=self.methods, stop_on_regression=stop_on_regression)
+        self.checkpoint_models: dict[int, str | None] = {}
+        self.sources = None  # context sources at each event (attrib_mlops.callbacks.sources)
+        if sources is not None and sources is not False:
+            from .sources import SourceHook
+
+            self.sources = SourceHook(sources, self.probe)
 
     # ------------------------------------------------------------ live check
     @property
@@ -204,6 +214,8 @@ class AttributionMonitor:
                 sample_ids=self.probe.ids,
                 options=self.options,
             )
+            if self.sources is not None:
+                self.sources.add_faithfulness(model, tok, results)
         except Exception as e:  # noqa: BLE001 - never crash the user's training
             return self._failed(step, e)
         cost = time.perf_counter() - t0
@@ -227,6 +239,8 @@ class AttributionMonitor:
         if self._live_check is not None:
             self._live_check.check(step, results, self.probe, self._client, self.run_id, self.model_name,
                                    strict=self.strict, failures=self.failures)
+        if self.sources is not None:
+            self.sources.run(self, model, tok, step, checkpoint)
         return True
 
     def _failed(self, step: int, e: BaseException) -> bool:
@@ -271,6 +285,7 @@ class AttributionMonitor:
                 from ..tracking.logged_models import create_checkpoint_model
 
                 model_id = create_checkpoint_model(self._client, self.run_id, step, checkpoint)
+                self.checkpoint_models[step] = model_id
             # the cost travels with the step (spooled with it in an outage), so it is logged exactly once
             summary = self._writer.log_step(
                 step, results, model=self.model_name, offline=not online, model_id=model_id,

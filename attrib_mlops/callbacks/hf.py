@@ -67,6 +67,9 @@ class AttributionCallback(TrainerCallback, ExportableState):
             :class:`~attrib_mlops.callbacks.AttributionMonitor`.
         stop_on_regression: set ``control.should_training_stop`` when a check finds a
             regression (off by default).
+        sources: context sources at every event (see
+            :class:`~attrib_mlops.callbacks.sources.SourceTracking`): ``attrib/sources/...`` metrics,
+            AT2 refits at chosen checkpoints, opt-in faithfulness metrics. Off by default.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class AttributionCallback(TrainerCallback, ExportableState):
         baseline_run: str | None = None,
         check_policy: Any = None,
         stop_on_regression: bool = False,
+        sources: Any = None,
     ) -> None:
         if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
             raise InputError(f"every_n_steps must be a positive integer or None, got {every_n_steps!r}")
@@ -114,6 +118,7 @@ class AttributionCallback(TrainerCallback, ExportableState):
             baseline_run=baseline_run,
             check_policy=check_policy,
             stop_on_regression=stop_on_regression,
+            sources=sources,
         )
         self._initialized = False
         self._args = {
@@ -124,6 +129,7 @@ class AttributionCallback(TrainerCallback, ExportableState):
             "strict": strict, "spool_dir": None if spool_dir is None else os.fspath(spool_dir),
             "baseline_run": baseline_run, "check_policy": _json_policy(check_policy),
             "stop_on_regression": stop_on_regression,
+            "sources": self.monitor.sources.config.model_dump(mode="json") if self.monitor.sources else None,
         }
 
     # --------------------------------------------------------------- state

@@ -123,6 +123,13 @@ def _load_folder(r: Ref, side: str, methods: Sequence[str] | None) -> Attributio
     return Attributions(results, gt, label=r.text, model=model)
 
 
+def _other_kinds(entry: Mapping[str, Any]) -> list[tuple[str, dict[str, dict[str, str]]]]:
+    """``[(kind, {model: {method: path}})]`` of the step's kinds other than the token matrix."""
+    from ..tracking.kinds import DEFAULT_KIND, get_kind, kind_names
+
+    return [(n, get_kind(n).files(entry)) for n in kind_names() if n != DEFAULT_KIND and get_kind(n).files(entry)]
+
+
 def _load_run(r: Ref, side: str, tracking_uri: str | None, methods: Sequence[str] | None,
               accuracy_metric: str | None, match_step: int | None, reader: Any) -> Attributions:
     from ..tracking import AttributionReader, TrackingError
@@ -164,8 +171,10 @@ def _load_run(r: Ref, side: str, tracking_uri: str | None, methods: Sequence[str
         step = steps[-1]
     entry = next(s for s in manifest["steps"] if int(s["step"]) == step)
     files = entry.get("files", {})
-    model = _pick_model(list(files), r.model, side, f"run {run_id} step {step}")
-    available = list(files[model])
+    others = _other_kinds(entry)
+    model = _pick_model(list(dict.fromkeys([*files, *(m for _, f in others for m in f)])), r.model, side,
+                        f"run {run_id} step {step}")
+    available = list(files.get(model, {}))
     wanted = [m for m in available if methods is None or m in methods]
     results: dict[str, list[AttributionResult]] = {}
     for meth in wanted:
@@ -173,6 +182,15 @@ def _load_run(r: Ref, side: str, tracking_uri: str | None, methods: Sequence[str
             results[meth] = reader.load(run_id, step, model=model, method=meth)
         except AttribError as e:
             raise CannotCompare(f"{side}: {e}") from None
+    for kind, kfiles in others:  # other kinds of the step (context sources, ...), by method name
+        for meth in kfiles.get(model, {}):
+            key = meth if meth not in available else f"{kind}:{meth}"  # e.g. sources:attention
+            if methods is not None and key not in methods:
+                continue
+            try:
+                results[key] = reader.load(run_id, step, model=model, method=meth, kind=kind)
+            except AttribError as e:
+                raise CannotCompare(f"{side}: {e}") from None
     gt = _gt_map((manifest.get("probe") or {}).get("samples", []))
     accuracy = None
     if accuracy_metric:
@@ -188,6 +206,13 @@ def _load_run(r: Ref, side: str, tracking_uri: str | None, methods: Sequence[str
 def short_list(xs: Sequence[Any], n: int = 20) -> str:
     xs = list(xs)
     return "[" + ", ".join(str(x) for x in xs[:n]) + (", ..." if len(xs) > n else "") + "]"
+
+
+def _is_result(r: Any) -> bool:
+    """A result of a registered attribution kind (a token matrix, context sources, ...)."""
+    from ..analysis.registry import get_kind, kind_names
+
+    return any(isinstance(r, get_kind(n).result_type) for n in kind_names())
 
 
 def as_attributions(x: Any, side: str, tracking_uri: str | None, methods: Sequence[str] | None,
@@ -207,14 +232,14 @@ def as_attributions(x: Any, side: str, tracking_uri: str | None, methods: Sequen
             return Attributions({meth: list(v) for (m, meth), v in x.items() if m == model}, model=model)
         out = {}
         for k, v in x.items():
-            if isinstance(v, AttributionResult):
+            if _is_result(v):
                 v = [v]
             v = list(v)
-            if not all(isinstance(r, AttributionResult) for r in v):
+            if not all(_is_result(r) for r in v):
                 raise TypeError(f"{side}[{k!r}] must be a list of AttributionResult")
             out[str(k)] = v
         return Attributions(out)
-    if isinstance(x, Sequence) and all(isinstance(r, AttributionResult) for r in x):
+    if isinstance(x, Sequence) and all(_is_result(r) for r in x):
         out: dict[str, list[AttributionResult]] = {}
         for r in x:
             out.setdefault(r.method, []).append(r)

@@ -250,6 +250,9 @@ def _mark(r: RuleResult) -> str:
 def _worst_text(m: MethodReport, limit: int | None = None, indent: str = "  ") -> str:
     out = []
     for w in m.worst[:limit]:
+        if "text" in w:  # a kind that describes its own rows (e.g. context sources)
+            out.append(f"{indent}{w['id']}: {w['text']}")
+            continue
         before = " ".join(f"{t['token']}@{t['pos']}" for t in w["top_baseline"])
         after = " ".join(f"{t['token']}@{t['pos']}" for t in w["top_candidate"])
         parts = [f"importance corr {fmt(w['importance_corr'])}", f"spearman {fmt(w['spearman'])}",

@@ -54,7 +54,7 @@ def register_engine(cls: type[Engine]) -> type[Engine]:
 
 def _load_builtin() -> None:
     """Import the built-in engine modules (each registers its engine with :func:`register_engine`)."""
-    from . import captum_engine, inseq_engine, native  # noqa: F401
+    from . import captum_engine, inseq_engine, native, sources_engine  # noqa: F401
 
 
 def engine_names() -> list[str]:

@@ -101,6 +101,8 @@ class InseqEngine(Engine):
         options: AttributeOptions,
         model_ref: str,
     ) -> list[AttributionResult]:
+        if not is_encoder_decoder(model):
+            _refuse_written_bos(tokenizer, samples)
         if not inseq_available():
             raise UnsupportedMethodError(
                 "the inseq engine needs the 'inseq' package: pip install --no-deps inseq==0.7.1 "
@@ -269,3 +271,19 @@ class InseqEngine(Engine):
         if options.dim_aggregation == "sum":
             return t.sum(-1).numpy()
         return t.mean(-1).numpy()
+
+
+def _refuse_written_bos(tokenizer: Any, samples: list[Encoded]) -> None:
+    """Inseq re-encodes prompts adding the BOS token; a chat-templated prompt that wrote its own gets two.
+
+    Raises:
+        UnsupportedMethodError: one line naming the sample, Inseq issue 278 and what to do.
+    """
+    from .prep import written_bos
+
+    for k, s in enumerate(samples):
+        if written_bos(tokenizer, s.prompt):
+            raise UnsupportedMethodError(
+                f"sample {k}: Inseq cannot run this chat-templated prompt (Inseq issue 278): the template wrote the "
+                "BOS token and Inseq adds another; use engine='native', or pass the text of "
+                "attrib_mlops.sources.conversation.chat_prompt_for_engines(tokenizer, messages)")

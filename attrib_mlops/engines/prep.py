@@ -150,7 +150,32 @@ def _require_vocabulary(tokenizer: Any, where: str) -> None:
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    """Token ids of ``text`` with the tokenizer's special tokens, and one BOS only.
+
+    A chat template (Llama, Mistral...) writes the BOS token into the rendered text and the
+    tokenizer adds its own: the doubled BOS is off-distribution for the model, so the added
+    one is dropped (see :func:`written_bos`).
+    """
+    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    if _double_bos(tokenizer, ids):
+        return ids[1:]
+    return ids
+
+
+def _double_bos(tokenizer: Any, ids: list[int]) -> bool:
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return bos is not None and len(ids) >= 2 and ids[0] == bos and ids[1] == bos
+
+
+def written_bos(tokenizer: Any, text: str) -> bool:
+    """True when ``text`` already starts with the BOS token (written by a chat template) and the
+    tokenizer adds one too: naive encoding (Inseq's) would give two BOS tokens.
+
+    >>> from attrib_mlops.demo.tiny import build_word_tokenizer
+    >>> written_bos(build_word_tokenizer(["a"]), "[BOS] a")   # this tokenizer adds no BOS itself
+    False
+    """
+    return _double_bos(tokenizer, list(tokenizer(text, add_special_tokens=True)["input_ids"]))
 
 
 def encode_samples(

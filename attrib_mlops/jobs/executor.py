@@ -28,7 +28,7 @@ from .._util import content_hash
 from ..errors import AttribError, InputError
 from ..options import AttributeOptions
 from .cache import CACHE_FORMAT, ResultCache, model_fingerprint, tokenizer_fingerprint
-from .kinds import task_kind
+from .kinds import run_unit
 from .spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class WorkUnit:
         indices: positions of the samples in the probe set.
         prompts, targets, sample_ids: the samples' inputs, aligned with ``indices``.
         options: the attribution options of this model.
+        extras: per-sample inputs of the kind beyond prompt and target (``TaskKind.key_extra``), or None.
     """
 
     model: str
@@ -60,6 +61,7 @@ class WorkUnit:
     targets: list[str]
     sample_ids: list[str]
     options: AttributeOptions = field(default_factory=AttributeOptions)
+    extras: list[dict[str, Any]] | None = None
 
 
 @runtime_checkable
@@ -175,8 +177,7 @@ class LocalExecutor:
     def map(self, units: Iterable[WorkUnit]) -> Iterator[tuple[WorkUnit, list[Any]]]:
         for unit in units:
             m, tok = self._handles[unit.model].get()
-            out = task_kind(unit.kind).attribute(m, tok, unit.prompts, unit.targets, unit.method, unit.engine,
-                                                 unit.sample_ids, unit.options)
+            out = run_unit(m, tok, unit)
             if len(out) != len(unit.indices):
                 raise RuntimeError(f"attribute returned {len(out)} results for a batch of {len(unit.indices)}")
             yield unit, out

@@ -65,7 +65,7 @@ from ..errors import AttribError
 from ..options import AttributeOptions
 from .cache import ResultCache, model_fingerprint, tokenizer_fingerprint
 from .executor import ModelLoader, WorkUnit, _default_loader, _ModelHandle
-from .kinds import task_kind
+from .kinds import run_unit
 from .ray_cluster import LOOPBACK_ENV
 from .spec import ModelSpec
 
@@ -196,8 +196,7 @@ class _ModelWorker:
 
     def attribute(self, spec: ModelSpec, options: AttributeOptions, unit: WorkUnit) -> list[Any]:
         model, tok = self._get(spec, options)
-        out = task_kind(unit.kind).attribute(model, tok, unit.prompts, unit.targets, unit.method, unit.engine,
-                                             unit.sample_ids, unit.options)
+        out = run_unit(model, tok, unit)
         if len(out) != len(unit.indices):
             raise RuntimeError(f"attribute returned {len(out)} results for a batch of {len(unit.indices)}")
         self.units_done += 1

@@ -190,15 +190,16 @@ def _run_pair(ctx: _Ctx, mspec: ModelSpec, method: str, engine: str, targets: li
     """All results of one (model, method): cached ones, then the missing ones computed unit by unit."""
     options = ctx.spec.model_options(mspec)
     kind = method_kind(method, engine)
-    task = task_kind(kind)
+    task = task_kind(kind).bind(ctx.spec, method)
     probe, cache = ctx.probe, ctx.cache
     mfp, tfp = _fingerprints(ctx, mspec.name)
     results: list[Any] = [None] * len(probe)
     keys: list[str] = []
+    extras = [task.key_extra(s) for s in probe]
     if cache is not None:
         okey = options.key_dict()
         for i, (s, t) in enumerate(zip(probe, targets)):
-            extra = task.key_extra(s)
+            extra = extras[i]
             keys.append(cache_key(model_fingerprint=mfp, tokenizer_fingerprint=tfp, method=method, engine=engine,
                                   options=okey, prompt=s.prompt, target=t, versions=ctx.versions,
                                   kind=None if kind == TOKEN_MATRIX else kind, extra=extra or None))
@@ -213,7 +214,8 @@ def _run_pair(ctx: _Ctx, mspec: ModelSpec, method: str, engine: str, targets: li
     ctx.progress.start_bar(len(probe), f"{mspec.name} / {method}", initial=n_cached)
     ctx.progress.advance(n_cached, f"{mspec.name} / {method}: {n_cached} of {len(probe)} from the cache", **where)
     units = (WorkUnit(mspec.name, method, engine, kind, batch, [probe[i].prompt for i in batch],
-                      [targets[i] for i in batch], [probe[i].id for i in batch], options)
+                      [targets[i] for i in batch], [probe[i].id for i in batch], options,
+                      [extras[i] for i in batch] if any(extras) else None)
              for batch in (todo[k:k + options.batch_size] for k in range(0, len(todo), options.batch_size)))
     try:
         for unit, out in ctx.executor.map(units):

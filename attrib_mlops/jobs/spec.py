@@ -35,6 +35,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from ..errors import SpecError
 from ..options import AttributeOptions, parse_yaml
 from ..samples import SamplesSpec
+from .kinds.sources import SourceJobOptions
 
 __all__ = ["ModelSpec", "SamplesSpec", "JobSpec", "parse_job", "load_job", "coerce_spec"]
 
@@ -121,6 +122,8 @@ class JobSpec(BaseModel):
         output_dir: where the local sink writes (default ``attrib-results/<name>``).
         cache_dir: content-keyed result cache shared by jobs (default ``.attrib-cache``; ``null``:
             no cache, every result is computed).
+        sources: how the context-source methods (``ablation``, ``at2``, engine ``sources``) cut
+            prompts into sources and their options (:class:`~attrib_mlops.jobs.kinds.sources.SourceJobOptions`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -128,12 +131,13 @@ class JobSpec(BaseModel):
     name: str
     models: list[ModelSpec] = Field(min_length=1)
     methods: list[MethodName] = Field(min_length=1)
-    engine: Literal["auto", "native", "inseq"] = "auto"
+    engine: Literal["auto", "native", "inseq", "sources"] = "auto"
     samples: SamplesSpec
     targets: str = "given"
     options: AttributeOptions = Field(default_factory=AttributeOptions)
     output_dir: str | None = None
     cache_dir: str | None = ".attrib-cache"
+    sources: SourceJobOptions | None = None
 
     @field_validator("name")
     @classmethod
@@ -204,6 +208,7 @@ _KEY_OWNERS: dict[str, type[BaseModel]] = {
     "models.*": ModelSpec,
     "samples": SamplesSpec,
     "options": AttributeOptions,
+    "sources": SourceJobOptions,
 }
 
 

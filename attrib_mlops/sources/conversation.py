@@ -160,7 +160,7 @@ def follow_up_turns(
     Returns ``[(messages_k, answer_k), ...]``: pass ``[m for m, _ in turns]`` as
     prompts and ``[a for _, a in turns]`` as targets to attribute every turn.
     """
-    from .api import generate_continuations
+    from .prepare import generate_continuations
 
     if not user_messages:
         raise InputError("follow_up_turns needs at least one user message")
@@ -292,8 +292,8 @@ def inseq_chat_problem(tokenizer: Any, rendered_prompt: str) -> str | None:
     return (
         "Inseq cannot attribute this chat-templated prompt faithfully (Inseq issue 278): it re-encodes the rendered "
         f"text adding the tokenizer's special tokens ({', '.join(extra[:3]) or 'extra tokens'}), which the chat "
-        "template already wrote, so it would see different tokens than the model does in chat (and so would the "
-        "native token engine, which encodes the same way). Pass the text from "
+        "template already wrote, so it would see different tokens than the model does in chat (the native "
+        "engine drops the doubled BOS itself). Pass the text from "
         "attrib_mlops.sources.conversation.chat_prompt_for_engines(), or a template that leaves special tokens "
         "to the tokenizer; attribute_sources renders conversations itself and is not affected."
     )

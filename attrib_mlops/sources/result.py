@@ -140,6 +140,11 @@ class SourceAttribution:
 
     # ----------------------------------------------------------------- views
     @property
+    def engine(self) -> str:
+        """The engine that produced it (``"sources"``, the engine of every source method)."""
+        return str(self.info.get("engine") or "sources")
+
+    @property
     def n_sources(self) -> int:
         return len(self.sources)
 

@@ -50,6 +50,7 @@ __all__ = [
     "download_estimator",
     "load_estimator",
     "list_estimators",
+    "EstimatorReading",
 ]
 
 #: ``model_type`` of the LoggedModels holding AT2 estimators.
@@ -184,15 +185,21 @@ def quality_metrics(estimator: Any) -> list[tuple[str, float]]:
     return out
 
 
-def download_estimator(uri: str, dst: str | os.PathLike | None = None) -> Path:
-    """Download a logged estimator; returns the folder holding ``estimator.json``."""
+def download_estimator(uri: str, dst: str | os.PathLike | None = None, *, tracking_uri: str | None = None) -> Path:
+    """Download a logged estimator; returns the folder holding ``estimator.json``.
+
+    ``tracking_uri`` names the server a ``models:/``/``runs:/`` URI is resolved on (default: MLflow's current one).
+    """
     import mlflow
 
     from ..sources.at2.estimator import META_FILE
 
     dst = str(dst) if dst is not None else tempfile.mkdtemp(prefix="attrib-mlops-at2-")
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst)
+        if tracking_uri and uri.startswith(("models:/", "runs:/")):
+            local = _download_with_client(uri, dst, tracking_uri)
+        else:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst)
     except Exception as e:  # noqa: BLE001 - mlflow raises many types
         raise ModelLoadError(f"could not download the AT2 estimator {uri!r} from MLflow: {e}") from e
     for root, _dirs, files in os.walk(local):
@@ -201,11 +208,25 @@ def download_estimator(uri: str, dst: str | os.PathLike | None = None) -> Path:
     raise ModelLoadError(f"MLflow artifact {uri!r} holds no AT2 estimator ({META_FILE} not found)")
 
 
-def load_estimator(uri: str) -> Any:
-    """The :class:`~attrib_mlops.sources.at2.estimator.SourceEstimator` logged at ``uri``."""
+def _download_with_client(uri: str, dst: str, tracking_uri: str) -> str:
+    """``models:/<id>`` / ``runs:/<run>/<path>`` resolved on ``tracking_uri`` (MLflow's own resolution of these
+    schemes uses the process-wide tracking URI)."""
+    import mlflow
+
+    client = _client(tracking_uri)
+    if uri.startswith("runs:/"):
+        run_id, _, path = uri[len("runs:/"):].partition("/")
+        return client.download_artifacts(run_id, path, dst)
+    model_id = uri[len("models:/"):].strip("/")
+    location = client.get_logged_model(model_id).artifact_location
+    return mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=dst, tracking_uri=tracking_uri)
+
+
+def load_estimator(uri: str, *, tracking_uri: str | None = None) -> Any:
+    """The :class:`~attrib_mlops.sources.at2.estimator.SourceEstimator` logged at ``uri`` (on ``tracking_uri``)."""
     from ..sources.at2.estimator import SourceEstimator
 
-    est = SourceEstimator.load(download_estimator(uri))
+    est = SourceEstimator.load(download_estimator(uri, tracking_uri=tracking_uri))
     est.info.setdefault("uri", uri)
     return est
 
@@ -246,3 +267,47 @@ def list_estimators(experiment_id: str, *, run_id: str | None = None, tracking_u
             break
     out.sort(key=lambda e: (e["step"] is None, e["step"] or 0, e["name"]))
     return out
+
+
+class EstimatorReading:
+    """What :class:`~attrib_mlops.tracking.reader.AttributionReader` reads of AT2 estimators (mixin on its ``client``).
+
+    Example:
+        >>> reader = AttributionReader("sqlite:///mlflow.db")                       # doctest: +SKIP
+        >>> entries = reader.estimators()                                            # doctest: +SKIP
+        >>> reader.load_estimator(entries[0]["uri"]).weights.shape                   # doctest: +SKIP
+        (2, 4)
+    """
+
+    client: Any
+
+    def _tracking_uri(self) -> str | None:
+        inner = getattr(self.client, "_tracking_client", None)
+        return getattr(inner, "tracking_uri", None)
+
+    def estimators(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Estimators logged as LoggedModels in every active experiment (or only those of ``run_id``).
+
+        Entries as :func:`list_estimators`, plus ``experiment_id`` and ``run_name``; by run, oldest step first.
+        """
+        uri = self._tracking_uri()
+        if run_id:
+            exps = [self.client.get_run(run_id).info.experiment_id]
+        else:
+            exps = [e.experiment_id for e in self.client.search_experiments(max_results=1000)]
+        out, names = [], {}
+        for exp in exps:
+            for entry in list_estimators(exp, run_id=run_id, tracking_uri=uri):
+                rid = entry["run_id"]
+                if rid and rid not in names:
+                    try:
+                        names[rid] = self.client.get_run(rid).info.run_name or rid[:8]
+                    except Exception:  # noqa: BLE001 - a deleted run: its id is a fine label
+                        names[rid] = rid[:8]
+                out.append(dict(entry, experiment_id=str(exp), run_name=names.get(rid, "")))
+        out.sort(key=lambda e: (e["run_id"] or "", e["step"] is None, e["step"] or 0, e["name"]))
+        return out
+
+    def load_estimator(self, uri: str) -> Any:
+        """The estimator logged at ``uri`` (``models:/<id>`` or ``runs:/...``), read from this reader's server."""
+        return load_estimator(uri, tracking_uri=self._tracking_uri())

@@ -165,6 +165,14 @@ def read_manifest(output_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(manifest_path.read_text(encoding="utf-8"))
 
 
+def _decode(d: dict[str, Any]) -> Any:
+    """A result from its ``to_dict`` form: the kind it names (context sources, ...), else a token matrix."""
+    from ..analysis.registry import get_kind
+
+    kind = d.get("kind")
+    return get_kind(kind).result_type.from_dict(d) if isinstance(kind, str) else AttributionResult.from_dict(d)
+
+
 def load_local_results(output_dir: str | os.PathLike) -> dict[tuple[str, str], list[AttributionResult]]:
     """Read what a :class:`LocalFolderSink` wrote: ``{(model, method): [results in sample order]}``."""
     out_dir = Path(output_dir)
@@ -173,7 +181,5 @@ def load_local_results(output_dir: str | os.PathLike) -> dict[tuple[str, str], l
     for pair in manifest.get("pairs", []):
         path = out_dir / pair["path"]
         with path.open(encoding="utf-8") as f:
-            out[(pair["model"], pair["method"])] = [
-                AttributionResult.from_dict(json.loads(line)) for line in f if line.strip()
-            ]
+            out[(pair["model"], pair["method"])] = [_decode(json.loads(line)) for line in f if line.strip()]
     return out

@@ -197,7 +197,7 @@ class MlflowJobSink:
         for (ma, mb) in itertools.combinations([m.name for m in job.models], 2):
             for method in job.methods:
                 a, b = self._results.get((ma, method)), self._results.get((mb, method))
-                if not a or not b:
+                if not a or not b or not isinstance(a[0], AttributionResult):  # token matrices only
                     continue
                 d = model_differences(a, b)
                 report.setdefault(f"{ma}_vs_{mb}", {})[method] = d

@@ -37,6 +37,7 @@ from attrib_mlops.result import AttributionResult
 from attrib_mlops.tracking import layout as L
 from attrib_mlops.tracking import manifest as M
 from attrib_mlops.tracking.errors import SchemaVersionError, TrackingError, is_unreachable, newer_schema
+from attrib_mlops.tracking.estimators import EstimatorReading
 from attrib_mlops.tracking.kinds import DEFAULT_KIND, StorageKind, get_kind, kind_names
 
 __all__ = ["AttributionReader", "RunInfo", "MetricPoint"]
@@ -90,8 +91,8 @@ class _RunState:
     problems: dict[str, str] = field(default_factory=dict)
 
 
-class AttributionReader:
-    """Read attribution manifests, steps, results, summaries and views of MLflow runs.
+class AttributionReader(EstimatorReading):
+    """Read attribution manifests, steps, results, summaries and views of MLflow runs (and AT2 estimators).
 
     Args:
         tracking_uri: MLflow tracking URI (``None``: MLflow's default resolution).

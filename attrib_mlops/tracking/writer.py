@@ -337,11 +337,11 @@ class AttributionWriter:
         for method, sec in section["methods"].items():
             for name, v in sec["metrics"].items():
                 if v is not None and math.isfinite(v) and kind.logged(name):  # e.g. kendall: summary only
-                    recs.append({"key": L.metric_key(method, name, model), "value": float(v), "timestamp": ts,
+                    recs.append({"key": kind.metric_key(method, name, model), "value": float(v), "timestamp": ts,
                                  "step": step, "model_id": model_id, "method": method})
         for name, v in section.get("agreement", {}).items():
             if v is not None and math.isfinite(v):
-                recs.append({"key": L.metric_key("agreement", name, model), "value": float(v), "timestamp": ts,
+                recs.append({"key": kind.metric_key("agreement", name, model), "value": float(v), "timestamp": ts,
                              "step": step, "model_id": model_id, "method": None})
         return recs
 

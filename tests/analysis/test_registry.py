@@ -11,8 +11,10 @@ from attrib_mlops.errors import InputError
 
 
 def test_builtin_metric_names_are_unchanged():
+    # the faithfulness metrics came later (opt-in: defined only when a result carries them)
     assert R.metric_names("sample") == ["concentration_entropy", "topk_mass", "mean_probability", "mean_entropy",
-                                        "hit_at_1", "hit_at_3", "mean_rank"]
+                                        "hit_at_1", "hit_at_3", "mean_rank", "comprehensiveness", "sufficiency",
+                                        "deletion_auc"]
     assert R.metric_names("drift") == ["spearman", "kendall", "js", "topk_overlap"]
     assert [m.summary_name for m in R.list_metrics("check")] == [
         "mean_importance_corr", "mean_spearman", "mean_topk_overlap", "mean_js", "topk_changed_share",

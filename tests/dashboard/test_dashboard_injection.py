@@ -66,6 +66,42 @@ def _result(sid: str, method: str, seed: int):
 SAMPLE_IDS = (payload("sample"), "plain-sample")
 
 
+def _sources(sid: str, seed: int):
+    """A source attribution whose prompt, sources, target and tokens are payloads (with masks: spans refit)."""
+    import numpy as np
+
+    from attrib_mlops.sources.result import AblationData, SourceAttribution
+
+    texts = [payload("source_a"), "plain source .", "<script>__pw.source_b</script>"]
+    prompt = " ".join(texts)
+    spans, pos = [], 0
+    for t in texts:
+        a = prompt.index(t, pos)
+        spans.append((a, a + len(t)))
+        pos = a + len(t)
+    rng = np.random.default_rng(seed)
+    ab = AblationData(rng.random((12, 3)) > 0.5, rng.normal(size=(12, 3)), rng.random((4, 3)) > 0.5,
+                      rng.normal(size=(4, 3)), rng.normal(size=3))
+    return SourceAttribution(texts, spans, rng.normal(size=3), payload("source_target"), "ablation", prompt=prompt,
+                             target_tokens=token_payloads("source_tok")[:3], sample_id=sid, ablation=ab,
+                             info={"ablation": payload("source_mode"), "quality": {"lds": 0.5}, "n_forwards": 16})
+
+
+def _log_sources_and_estimators(client, rid: str, w, uri: str) -> None:
+    """Run one also holds source attributions (steps 10, 20) and AT2 estimators with payload provenance."""
+    import numpy as np
+
+    from attrib_mlops.sources.at2.estimator import SourceEstimator
+    from attrib_mlops.tracking.estimators import log_estimator
+
+    for step in (10, 20):
+        w.log_step(step, [_sources(sid, step + k) for k, sid in enumerate(SAMPLE_IDS)], model=MODEL)
+        est = SourceEstimator(np.random.default_rng(step).random((2, 3)), {"model_type": payload("arch")},
+                              {"kind": "at2", "base_model": payload("base_model"), "n_examples": 4,
+                               "quality": {"lds": 0.4, "lds_attention": 0.1}})
+        log_estimator(est, run_id=rid, tracking_uri=uri, step=step)
+
+
 def build_evil_store(root: Path) -> dict:
     """Two runs in two experiments, every name and text a payload; two steps, two models, two methods."""
     from mlflow.tracking import MlflowClient
@@ -91,6 +127,8 @@ def build_evil_store(root: Path) -> dict:
                            for j, meth in enumerate(("saliency", METHOD)) for sid in SAMPLE_IDS]
                 w.log_step(step, results, model=model)
             client.log_metric(rid, "loss", 1.0 / step, step=step)
+        if k == 0:
+            _log_sources_and_estimators(client, rid, w, uri)
         client.set_terminated(rid, "FINISHED")
         runs[label] = rid
     return {"uri": uri, "runs": runs}
@@ -321,6 +359,22 @@ def test_stored_names_tokens_and_texts_are_text_in_every_view(evil, watched):
     sweep(page, ".evolution-heatmap")
     page.locator(".evolution-changes .tabulator-row").first.wait_for()
     watched.check("Evolution")
+
+    tab(page, "Sources")  # prompts, sources, target tokens, model and run names of the sources kind
+    page.locator(".sources-prompt .attrib-src", has_text="<img src=x").first.wait_for()
+    page.locator(".sources-prompt .attrib-src", has_text="<script>__pw.source_b").first.wait_for()
+    page.locator(".sources-span-start select").select_option(index=1)  # a refit span
+    page.locator('.sources-prompt .attrib-sources[data-state$="|1|3"]').wait_for()
+    page.locator(".sources-compare-table tr[data-index]").first.wait_for()
+    sweep(page, ".sources-bars")
+    page.locator(".sources-sample select").select_option(index=1)
+    page.locator(".sources-prompt .attrib-src-tgt", has_text="<img src=x").first.wait_for()
+    watched.check("Sources")
+    tab(page, "AT2")
+    page.locator(".at2-heatmap-left .bk-Canvas").first.wait_for()
+    sweep(page, ".at2-heatmaps")
+    assert any("<svg" in o for o in page.locator(".at2-left option").all_text_contents())  # run name as text
+    watched.check("AT2")
 
     tab(page, "Export")
     for css in (".export-explorer-html", ".export-compare-html", ".export-explorer-csv", ".export-compare-json"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from attrib_mlops import attribute, attribute_sources
-from attrib_mlops.errors import InputError
+from attrib_mlops.errors import InputError, UnsupportedMethodError
 from attrib_mlops.sources.conversation import (
     SIMPLE_CHAT_TEMPLATE,
     chat_prompt_for_engines,
@@ -147,12 +147,15 @@ def test_inseq_runs_chat_prompts_when_the_template_leaves_special_tokens_alone(c
     [ins] = attribute(model, tok, text, " w8", methods="saliency", engine="inseq")
     assert nat.source_tokens == ins.source_tokens
     np.testing.assert_allclose(nat.matrix, ins.matrix, rtol=1e-4, atol=1e-6)
-    # Inseq on the raw rendering of a BOS-writing template: today the adapter refuses with a token-count
-    # mismatch (see docs/sources.md: the adapter should raise inseq_chat_problem's message instead)
+    # Inseq on the raw rendering of a BOS-writing template: the adapter says it cannot (Inseq issue 278);
+    # the native engine encodes the same text with one BOS, as the cut text gives Inseq
     model2, tok2 = bos_chat
     raw = render_conversation(tok2, CONV).text
-    with pytest.raises(InputError, match="tokenised sample"):
+    with pytest.raises(UnsupportedMethodError, match="Inseq issue 278"):
         attribute(model2, tok2, raw, " w8", methods="saliency", engine="inseq")
     ready = chat_prompt_for_engines(tok2, CONV)
     [ins2] = attribute(model2, tok2, ready, " w8", methods="saliency", engine="inseq")
     assert ins2.source_tokens[:2] == ["[BOS]", "<system>"]
+    [nat2] = attribute(model2, tok2, raw, " w8", methods="saliency", engine="native")
+    assert nat2.source_tokens == ins2.source_tokens
+    np.testing.assert_allclose(nat2.matrix, ins2.matrix, rtol=1e-4, atol=1e-6)

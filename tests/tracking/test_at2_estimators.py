@@ -123,3 +123,30 @@ def test_attribute_sources_uses_a_logged_estimator_by_uri(store, tiny):
     [direct] = attribute_sources(model, tok, "w1 w2 . w3 w4 .", " w5", "sentence", method="at2", estimator=est)
     np.testing.assert_allclose(r.scores, direct.scores)
     assert r.info["estimator"]["uri"] == logged.uri and r.info["estimator"]["fingerprint"] == est.fingerprint()
+
+
+def test_reader_lists_and_loads_estimators_on_its_own_server(store, tmp_path):
+    """The dashboard's path: the reader resolves models:/ and runs:/ URIs on its own tracking URI (not the global)."""
+    import mlflow
+
+    from attrib_mlops.tracking import AttributionReader
+
+    uri, client, exp, run_id = store
+    client.set_tag(run_id, "mlflow.runName", "<b>named</b>")
+    a = log_estimator(_estimator(5), run_id=run_id, tracking_uri=uri, step=20)
+    b = log_estimator(_estimator(6), run_id=run_id, tracking_uri=uri, step=10)
+    plain = log_estimator(_estimator(7), run_id=run_id, tracking_uri=uri, name="plain", as_logged_model=False)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/elsewhere.db")  # the process-wide URI points elsewhere
+    try:
+        reader = AttributionReader(uri)
+        listed = reader.estimators(run_id)
+        assert [(e["uri"], e["step"]) for e in listed] == [(b.uri, 10), (a.uri, 20)]  # oldest step first
+        assert all(e["run_name"] == "<b>named</b>" and e["experiment_id"] == str(exp) for e in listed)
+        assert {e["uri"] for e in reader.estimators()} >= {a.uri, b.uri}  # every experiment
+        np.testing.assert_array_equal(reader.load_estimator(a.uri).weights, _estimator(5).weights)
+        np.testing.assert_array_equal(reader.load_estimator(plain.uri).weights, _estimator(7).weights)
+        with pytest.raises(ModelLoadError, match="could not download"):
+            reader.load_estimator("models:/m-0000")
+    finally:
+        mlflow.set_tracking_uri(previous)

@@ -15,7 +15,11 @@ __all__ = ["import_all"]
 
 
 def import_all() -> None:
-    """Import every kind module of this package (each registers itself; ``_``-prefixed ones are skipped)."""
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+    """Import every kind module of this package (each registers itself; ``_``-prefixed ones are skipped).
+
+    The token matrix comes first (the default kind keeps the first places in every listing), then the
+    others by name.
+    """
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: (i.name != "token_matrix", i.name)):
         if not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")

@@ -162,6 +162,23 @@ register_metric("hit_at_3", _hit(3), **_S, higher_is_better=True, label="hit@3",
 register_metric("mean_rank", _mean_rank, **_S, higher_is_better=False, label="rank", preferred=2,
                 description="1-based rank of the best-ranked ground-truth position")
 
+# faithfulness (opt-in: a caller that ran :func:`attrib_mlops.sources.faithfulness.faithfulness` on the
+# result, e.g. the callback's ``sources={"faithfulness_every": N}``, put it in ``info["faithfulness"]``)
+def _faith(name: str):
+    def fn(ctx: SampleContext) -> float | None:
+        v = (ctx.result.info or {}).get("faithfulness", {}).get(name)
+        return None if v is None else float(v)
+
+    return fn
+
+
+register_metric("comprehensiveness", _faith("comprehensiveness"), **_S, higher_is_better=True, label="comp",
+                bounds=(-1.0, 1.0), description="ERASER: target probability drop when the top-k% tokens are removed")
+register_metric("sufficiency", _faith("sufficiency"), **_S, higher_is_better=False, label="suff", bounds=(-1.0, 1.0),
+                description="ERASER: target probability drop when only the top-k% tokens are kept")
+register_metric("deletion_auc", _faith("deletion_auc"), **_S, higher_is_better=False, label="del-AUC",
+                bounds=(0.0, 1.0), description="area under the target probability as the top tokens are removed")
+
 # ------------------------------------------------------------------ drift scope (between steps or models)
 _D = {"scope": "drift"}
 register_metric("spearman", lambda c: _robust_rank_corr(c.ia, c.ib, stats.spearmanr, "drift"), **_D,

@@ -29,7 +29,7 @@ from ...analysis.registry import TOKEN_MATRIX
 from ...errors import InputError
 from ...options import AttributeOptions
 
-__all__ = ["TaskKind", "task_kind", "task_kind_names", "method_kind", "load_task_kinds"]
+__all__ = ["TaskKind", "task_kind", "task_kind_names", "method_kind", "load_task_kinds", "run_unit"]
 
 _TASKS: dict[str, type[TaskKind]] = {}
 _LOADED: list[bool] = []
@@ -47,8 +47,16 @@ class TaskKind:
 
     def attribute(self, model: Any, tokenizer: Any, prompts: Sequence[str], targets: Sequence[str], method: str,
                   engine: str, sample_ids: Sequence[str], options: AttributeOptions) -> list[Any]:
-        """Attribute one batch: one result per prompt, in order."""
+        """Attribute one batch: one result per prompt, in order.
+
+        A kind whose :meth:`key_extra` returns per-sample inputs also takes ``extras=`` (those dicts,
+        aligned with ``prompts``; see :func:`run_unit`).
+        """
         raise NotImplementedError
+
+    def bind(self, spec: Any, method: str | None = None) -> TaskKind:
+        """Called by the runner with the job spec and the method before :meth:`key_extra` (default: nothing)."""
+        return self
 
     def encode(self, result: Any) -> dict[str, Any]:
         """JSON form of one result (for the cache)."""
@@ -61,6 +69,19 @@ class TaskKind:
     def key_extra(self, sample: Any) -> dict[str, Any]:
         """Inputs of a sample beyond prompt and target that determine its result (part of the cache key)."""
         return {}
+
+
+def run_unit(model: Any, tokenizer: Any, unit: Any) -> list[Any]:
+    """Attribute one work unit with its kind; per-sample ``unit.extras`` go along to a kind whose
+    ``attribute`` takes ``extras``."""
+    import inspect
+
+    task = task_kind(unit.kind)
+    kw = {}
+    if getattr(unit, "extras", None) and any(unit.extras) and "extras" in inspect.signature(task.attribute).parameters:
+        kw["extras"] = unit.extras
+    return task.attribute(model, tokenizer, unit.prompts, unit.targets, unit.method, unit.engine, unit.sample_ids,
+                          unit.options, **kw)
 
 
 def load_task_kinds() -> None:

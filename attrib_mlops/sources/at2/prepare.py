@@ -64,10 +64,10 @@ def sample_from_text(tokenizer: Any, text: str, spans: Sequence[Span], target: s
 
 def render_prompts(tokenizer: Any, prompts: Any, opts: Any) -> tuple[list[Any], list[tuple[str, list[Span], bool]]]:
     """``(prompt list, [(rendered text, splitter regions, add_special_tokens)])``."""
-    from ..api import _prompt_list, _render
+    from ..prepare import prompt_list, render_prompt
 
-    plist = _prompt_list(prompts)
-    return plist, [_render(tokenizer, p, k, opts) for k, p in enumerate(plist)]
+    plist = prompt_list(prompts)
+    return plist, [render_prompt(tokenizer, p, k, opts) for k, p in enumerate(plist)]
 
 
 def prepare_samples(
@@ -82,46 +82,22 @@ def prepare_samples(
     """Render, split and encode every prompt; generate targets when ``targets`` is None.
 
     ``opts`` needs ``chat_template``, ``add_generation_prompt`` and ``max_new_tokens``
-    (a :class:`~attrib_mlops.sources.options.SourceOptions` or the AT2 options).
+    (a :class:`~attrib_mlops.sources.options.SourceOptions` or the AT2 options); the inputs
+    are prepared as for the ablation (:func:`attrib_mlops.sources.prepare.prepare_inputs`).
     Returns ``(samples, generated)``.
     """
-    from ...engines.prep import context_limit
-    from ..api import _source_specs, generate_continuations
-    from ..splitting import find_substrings, split_text
+    from ..forward import encode_prompt
+    from ..prepare import prepare_inputs, source_spans
 
-    plist, rendered = render_prompts(tokenizer, prompts, opts)
-    n = len(plist)
-    target_list = [targets] if isinstance(targets, str) else (list(targets) if targets is not None else None)
-    if target_list is not None and len(target_list) != n:
-        raise InputError(f"got {n} prompts but {len(target_list)} targets; give one target per prompt")
-    if sample_ids is not None and len(sample_ids) != n:
-        raise InputError(f"got {n} prompts but {len(sample_ids)} sample_ids")
-    specs = _source_specs(sources, n)
-    for k, (spec, p) in enumerate(zip(specs, plist)):
-        if spec == "turn" and isinstance(p, str):
-            raise InputError(f"prompt {k}: sources='turn' needs a conversation (a list of messages), got a string")
-    limit = context_limit(model)
-    generated = target_list is None
-    if generated:
-        target_list = generate_continuations(model, tokenizer, [r[0] for r in rendered], [r[2] for r in rendered],
-                                             opts.max_new_tokens, limit)
+    prep = prepare_inputs(model, tokenizer, prompts, targets, sources, opts, sample_ids)
+    limit = prep.limit
     out = []
-    for k, ((text, regions, add), spec, target) in enumerate(zip(rendered, specs, target_list)):
-        if not isinstance(target, str):
-            raise InputError(f"targets[{k}] must be a string, got {type(target).__name__}")
+    for k, ((text, regions, add), spec, target) in enumerate(zip(prep.rendered, prep.specs, prep.targets)):
         sid = sample_ids[k] if sample_ids is not None else None
-        if isinstance(spec, str):
-            from ..forward import encode_prompt
-
+        offsets = None
+        if isinstance(spec, str):  # splitters may cut at token boundaries ("token")
             offsets = encode_prompt(tokenizer, text, target, add_special_tokens=add, limit=limit, index=k).offsets
-            spans = split_text(text, spec, regions, offsets)
-        else:
-            spans = find_substrings(text, spec, k)
-        if not spans:
-            raise InputError(
-                f"prompt {k} has zero sources with sources={spec!r}; give a prompt with text to split, "
-                "or explicit source substrings"
-            )
+        spans = source_spans(text, spec, regions, offsets, k)
         out.append(sample_from_text(tokenizer, text, spans, target, add_special_tokens=add, limit=limit, index=k,
                                     splitter=spec if isinstance(spec, str) else "explicit", sample_id=sid))
-    return out, generated
+    return out, prep.generated

@@ -168,6 +168,11 @@ class StorageKind:
         """
         raise NotImplementedError
 
+    def metric_key(self, method: str, name: str, model: str = L.DEFAULT_MODEL) -> str:
+        """MLflow key of an aggregate ``name`` of ``method`` (default: :func:`~attrib_mlops.tracking.layout.metric_key`,
+        ``attrib/<method>/<name>``; a kind may put its name in the key, e.g. ``attrib/sources/...``)."""
+        return L.metric_key(method, name, model)
+
     def logged(self, name: str) -> bool:
         """Whether the aggregate ``name`` of a section's ``metrics`` goes to MLflow (default: every one)."""
         return True

@@ -51,3 +51,13 @@ def test_check_metrics_against_closed_forms():
     no_p.step_scores = {}
     assert compute("check_side", SideContext(no_p, [0])) == {"hit_at_1": 1.0, "hit_at_k": 1.0}
     assert "hit_at_1" not in compute("check_side", SideContext(b, None))
+
+
+def test_faithfulness_metrics_read_what_the_result_carries():
+    from attrib_mlops.analysis.kinds.token_matrix import SampleContext
+
+    r = AttributionResult(np.array([[0.9], [0.1]]), ["k", "v"], ["x"], "saliency", "native", n_prompt=2)
+    assert "comprehensiveness" not in compute("sample", SampleContext(r))  # opt-in: undefined, left out
+    r.info["faithfulness"] = {"comprehensiveness": 0.4, "sufficiency": 0.1, "deletion_auc": 0.2}
+    out = compute("sample", SampleContext(r))
+    assert (out["comprehensiveness"], out["sufficiency"], out["deletion_auc"]) == (0.4, 0.1, 0.2)

@@ -151,3 +151,16 @@ def test_check_on_two_classifier_runs(runs, tmp_path):
     assert "probe_accuracy_drop" in failed
     assert worse.exit_code == 1, worse.output
     assert np.isfinite(m["rationale_tau_drop"])
+
+
+def test_cli_job_with_a_label_the_model_lacks_exits_2_listing_the_labels(tmp_path, classifiers):
+    samples = tmp_path / "probe.jsonl"
+    samples.write_text(json.dumps({"id": "x", "prompt": "the film was dreadful", "target": "neutral"}) + "\n")
+    spec = tmp_path / "job.json"
+    spec.write_text(json.dumps({"name": "bad-label", "models": [{"name": "clf", "ref": str(classifiers[1])}],
+                                "methods": ["saliency"], "samples": {"source": str(samples)},
+                                "output_dir": str(tmp_path / "out"), "cache_dir": None}))
+    res = CliRunner().invoke(app, ["run", str(spec)])
+    assert res.exit_code == 2, res.output
+    assert "unknown label 'neutral'" in res.stderr and "0='negative', 1='positive'" in res.stderr
+    assert "Traceback" not in res.output

@@ -72,7 +72,10 @@ def server(clf_store, tmp_path_factory, chromium):
             yield f"http://127.0.0.1:{port}"
         finally:
             proc.terminate()
-            proc.wait(15)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def _shown(page) -> tuple[list[str], np.ndarray]:

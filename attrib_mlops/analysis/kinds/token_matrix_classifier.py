@@ -14,7 +14,8 @@ see :func:`~attrib_mlops.analysis.rationale.rationale_positions`). Special token
   ceiling (1 = every rationale token above every other token; see :mod:`..rationale`).
 
 For the regression check, ``probe_accuracy`` and ``rationale_tau`` are also ``check_side``
-metrics with ``drop`` rules (policy keys ``max_probe_accuracy_drop``, ``max_rationale_tau_drop``).
+metrics with ``drop`` rules (policy keys ``max_probe_accuracy_drop``, ``max_rationale_tau_drop``); a check
+of results they do not apply to (causal LMs) leaves those rules out.
 
 Example:
     >>> import numpy as np
@@ -76,7 +77,7 @@ register_metric("rationale_tau", lambda c: rationale_value(c.result, c.true_posi
                 label="rat tau", preferred=8, bounds=(-1.0, 1.0),
                 description="classifiers: Kendall's tau-b of |A| against the rationale, over its ceiling")
 
-_CS = {"scope": "check_side", "higher_is_better": True}
+_CS = {"scope": "check_side", "higher_is_better": True, "only_some": True}
 register_metric("probe_accuracy", lambda c: probe_correct(c.result), **_CS, key="acc", label="probe_accuracy",
                 bounds=(0.0, 1.0), rules=(("drop", 0.1),), missing="not classifier results with known labels",
                 description="classifiers: probe accuracy")

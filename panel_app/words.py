@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from attrib_mlops.analysis.words import AGGREGATIONS, aggregate_words
@@ -29,14 +30,15 @@ __all__ = ["TOKENS", "WORD_OPTIONS", "word_toggle", "to_words", "word_key"]
 
 TOKENS = "tokens"
 #: Button label -> value: the stored tokens, or words by one of the aggregations.
-WORD_OPTIONS: dict[str, str] = {"tokens": TOKENS, **{f"words: {how}": how for how in AGGREGATIONS}}
+WORD_OPTIONS: Mapping[str, str] = MappingProxyType({"tokens": TOKENS,
+                                                   **{f"words: {how}": how for how in AGGREGATIONS}})
 
 
 def word_toggle(**params: Any) -> Any:
     """The toggle (a Panel ``RadioButtonGroup``, CSS class ``explorer-words``), showing tokens by default."""
     import panel as pn
 
-    return pn.widgets.RadioButtonGroup(options=WORD_OPTIONS, value=TOKENS, css_classes=["explorer-words"],
+    return pn.widgets.RadioButtonGroup(options=dict(WORD_OPTIONS), value=TOKENS, css_classes=["explorer-words"],
                                        align="end", **params)
 
 

@@ -33,15 +33,14 @@ __all__ = ["attribute_classifier", "classifier_methods", "resolve_classifier_eng
 
 
 def classifier_methods() -> dict[str, list[str]]:
-    """Methods for sequence classifiers, per engine.
+    """Methods for sequence classifiers, per engine (the registered methods declaring the classifier model kind).
 
     >>> classifier_methods()["captum"]
     ['lime', 'kernel_shap']
     """
-    from .engines.captum_engine import METHODS as CAPTUM
-    from .engines.classifier import METHODS as NATIVE
+    from .engines.registry import CLASSIFIER, method_names
 
-    return {"native": list(NATIVE), "captum": list(CAPTUM)}
+    return {e: method_names(e, model_kind=CLASSIFIER) for e in ("native", "captum")}
 
 
 def resolve_classifier_engine(method: str, engine: str = "auto") -> str:

@@ -13,7 +13,9 @@ Sources (see :meth:`ProbeSet.from_spec`):
   ``.parquet``, or a folder written by ``datasets.Dataset.save_to_disk``;
 * a ``datasets.Dataset`` (:meth:`ProbeSet.from_dataset`);
 * built-in synthetic tasks: ``demo:keyvalue`` and ``demo:keyvalue-shortcut``
-  (:mod:`attrib_mlops.demo.tasks`, parameters ``n`` and ``seed``).
+  (:mod:`attrib_mlops.demo.tasks`, parameters ``n`` and ``seed``), and ``demo:sentiment``
+  (:mod:`attrib_mlops.demo.sentiment`: reviews with their label as ``target`` and the
+  rationale words' character spans in ``meta["rationale_spans"]``, for classifiers).
 
 Selection: ``limit`` rows; with a ``seed`` a deterministic random subset drawn with
 ``numpy.random.default_rng(seed)`` (never the global RNG), kept in source order;
@@ -102,10 +104,20 @@ def _demo_keyvalue(shortcut: bool) -> Callable[[int, int], Any]:
     return make
 
 
+def _demo_sentiment(n: int, seed: int) -> Any:
+    from datasets import Dataset
+
+    from .demo import sentiment  # lazy: the demo package is optional at import time
+
+    rows = sentiment.to_probe_records(sentiment.make_sentiment_records(n, seed))
+    return Dataset.from_list([{k: v for k, v in r.items() if k != "ground_truth"} for r in rows])
+
+
 #: Built-in sources: name -> ``f(n, seed) -> datasets.Dataset``.
 BUILTIN_SOURCES: dict[str, Callable[[int, int], Any]] = {
     "demo:keyvalue": _demo_keyvalue(False),
     "demo:keyvalue-shortcut": _demo_keyvalue(True),
+    "demo:sentiment": _demo_sentiment,
 }
 DEMO_DEFAULT_N = 16
 DEMO_DEFAULT_SEED = 1234

@@ -46,6 +46,10 @@ __all__ = [
     "rationale_relevance",
     "rationale_alignment",
     "rationale_report",
+    "is_classifier_result",
+    "gold_label",
+    "rationale_positions",
+    "rationale_rank",
 ]
 
 
@@ -119,6 +123,66 @@ def rank_alignment(scores: np.ndarray, relevance: np.ndarray, k: int = 1) -> dic
         "kendall_tau_max": tmax,
         "kendall_tau_norm": tau / tmax if tmax and not math.isnan(tau) else math.nan,
     }
+
+
+def is_classifier_result(result: Any) -> bool:
+    """Does ``result`` attribute a sequence classifier's classes (``info["task"]``)?"""
+    return isinstance(result, AttributionResult) and (result.info or {}).get("task") == "sequence_classification"
+
+
+def gold_label(result: AttributionResult) -> str | None:
+    """The sample's true label: ``info["gold_label"]`` (jobs set it from the probe set), else the one
+    attributed label when it was given (``info["target_source"]`` is not ``predicted``); else None."""
+    info = result.info or {}
+    if info.get("gold_label") is not None:
+        return str(info["gold_label"])
+    if info.get("target_source", "predicted") != "predicted" and len(result.target_tokens) == 1:
+        return str(result.target_tokens[0])
+    return None
+
+
+def rationale_positions(result: AttributionResult, spans: Sequence[Sequence[int]]) -> list[int]:
+    """Rows of the non-special tokens of a classifier result that overlap a rationale span.
+
+    Needs ``info["offsets"]`` (character offsets of a fast tokenizer, stored by the classifier engine).
+
+    >>> r = AttributionResult(np.ones((4, 1)), ["[CLS]", "so", "dull", "[SEP]"], ["negative"], "saliency",
+    ...                       "native", n_prompt=4, info={"offsets": [[0, 0], [0, 2], [3, 7], [0, 0]],
+    ...                                                   "special_tokens_mask": [1, 0, 0, 1]})
+    >>> rationale_positions(r, [[3, 7]])
+    [2]
+    """
+    info = result.info or {}
+    offsets = info.get("offsets")
+    if offsets is None or len(offsets) != len(result.source_tokens):
+        raise InputError("rationale positions need the token offsets in info['offsets'] (a fast tokenizer's "
+                         "classifier result)")
+    special = info.get("special_tokens_mask") or [0] * len(offsets)
+    return [i for i, ((a, b), sp) in enumerate(zip(offsets, special)) if not sp and _overlaps(int(a), int(b), spans)]
+
+
+def rationale_rank(result: AttributionResult, positions: Sequence[int], k: int = 1,
+                   column: int = 0) -> dict[str, float] | None:
+    """:func:`rank_alignment` of ``|A[:, column]|`` over the non-special rows against the rationale rows.
+
+    Special tokens ([CLS], [SEP]: ``info["special_tokens_mask"]``) are left out of the ranking.
+    None when no rationale row is among the ranked ones (e.g. the rationale was truncated away).
+
+    >>> r = AttributionResult(np.array([[9.0], [0.1], [0.5], [8.0]]), ["[CLS]", "so", "dull", "[SEP]"],
+    ...                       ["negative"], "saliency", "native", n_prompt=4,
+    ...                       info={"special_tokens_mask": [1, 0, 0, 1]})
+    >>> rationale_rank(r, [2])["hit@1"]
+    1.0
+    """
+    info = result.info or {}
+    n = len(result.source_tokens)
+    special = info.get("special_tokens_mask") or [0] * n
+    keep = [i for i in range(n) if not special[i]]
+    truth = {int(p) for p in positions}
+    rel = np.array([i in truth for i in keep], dtype=bool)
+    if not rel.any() or not 0 <= column < result.matrix.shape[1]:
+        return None
+    return rank_alignment(np.abs(np.asarray(result.matrix, dtype=np.float64)[keep, column]), rel, k)
 
 
 def _overlaps(a: int, b: int, spans: Sequence[Sequence[int]]) -> bool:

@@ -118,6 +118,8 @@ class Metric(NamedTuple):
             default of ``None`` means the rule exists (a :class:`~attrib_mlops.check.Policy` key)
             but is off by default.
         missing: why the value can be undefined (reported when a rule is not evaluated).
+        only_some: the metric applies to some results only (e.g. classifiers'); its rules are left
+            out of a check, instead of reported as not evaluated, when no compared sample has a value.
     """
 
     name: str
@@ -135,6 +137,7 @@ class Metric(NamedTuple):
     bounds: tuple[float, float] | None = None
     rules: tuple[tuple[str, float | None], ...] = ()
     missing: str = ""
+    only_some: bool = False
 
     def reduce(self, values: Iterable[Any]) -> float | None:
         """The aggregate of per-sample values (see :attr:`aggregate`)."""
@@ -181,6 +184,7 @@ def register_metric(
     bounds: tuple[float, float] | None = None,
     rules: Sequence[tuple[str, float | None]] = (),
     missing: str = "",
+    only_some: bool = False,
 ) -> Metric:
     """Register a metric once (a second registration of the same name, scope and kind is an error).
 
@@ -198,7 +202,7 @@ def register_metric(
             raise InputError(f"metric {name!r}: rules need a direction (higher_is_better) and 'value' or 'drop', "
                              f"got {which!r}")
     m = Metric(name, fn, scope, kind, higher_is_better, aggregate, summary_name or name, label or name,
-               description, logged, preferred, key or name, bounds, tuple(rules), missing)
+               description, logged, preferred, key or name, bounds, tuple(rules), missing, only_some)
     table = _METRICS.setdefault((kind, scope), {})
     if name in table:
         raise InputError(f"metric {name!r} ({kind}, {scope}) is registered twice")

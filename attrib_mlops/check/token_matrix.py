@@ -105,7 +105,9 @@ def compare_method(method: str, base: Sequence[AttributionResult], cand: Sequenc
         return rep
     rep.metrics = m = _aggregate(rows)
     th = policy.for_method(method)
-    results = [evaluate(r, m.get(r.value_key), th[r.key], k=k, metrics=m) for r in rules(TOKEN_MATRIX)]
+    applies = [r for r in rules(TOKEN_MATRIX)  # e.g. classifier metrics on a causal LM's results: no rule
+               if not (r.metric.only_some and not any(f"{r.metric.key}_baseline" in row for row in rows))]
+    results = [evaluate(r, m.get(r.value_key), th[r.key], k=k, metrics=m) for r in applies]
     rep.rules = [r for r in results if r is not None]
     rep.verdict = "regression" if rep.failed_rules else "pass"
     keep = ["id", *(x.name for x in list_metrics("check", TOKEN_MATRIX)), "truncated", "top_baseline",

@@ -110,8 +110,12 @@ def methods_cmd(verbose: VerboseOpt = False) -> None:
     engine: auto in a job picks native when it supports the method (batched, fast), else inseq (the full catalogue).
     """  # noqa: E501
     from ..api import list_methods, resolve_engine
+    from ..engines.registry import CAUSAL_LM, method_classes
 
     table_data = list_methods()
+    kinds: dict[str, set[str]] = {}
+    for c in method_classes():
+        kinds.setdefault(c.name, set()).update(c.model_kinds)
     engines = sorted(table_data)
     methods = sorted(set().union(*table_data.values()))
     table = Table(title="attribution methods", title_justify="left")
@@ -119,8 +123,10 @@ def methods_cmd(verbose: VerboseOpt = False) -> None:
     for e in engines:
         table.add_column(e, justify="center")
     table.add_column("auto uses")
+    table.add_column("models")
     for m in methods:
-        table.add_row(m, *["yes" if m in table_data[e] else "" for e in engines], resolve_engine(m))
+        models = ", ".join(sorted(kinds.get(m, {CAUSAL_LM})))  # Inseq's methods: causal LMs
+        table.add_row(m, *["yes" if m in table_data[e] else "" for e in engines], resolve_engine(m), models)
     console.print(table)
 
 

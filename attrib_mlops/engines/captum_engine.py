@@ -50,12 +50,19 @@ from .classifier_prep import (
     pooling_of,
 )
 from .prep import Encoded, is_encoder_decoder, model_device, model_guard
+from .registry import method_names
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    # derived from the method registry (engines/methods/lime.py, kernel_shap.py)
+    if name == "METHODS":
+        return tuple(method_names("captum"))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["CaptumEngine", "METHODS"]
 
-METHODS = ("lime", "kernel_shap")
 _KWARGS = ("n_samples", "perturbations_per_eval", "seed", "alpha")
 
 
@@ -80,7 +87,7 @@ class CaptumEngine(Engine):
     name = "captum"
 
     def methods(self) -> list[str]:
-        return list(METHODS)
+        return method_names(self.name)
 
     def attribute(
         self,
@@ -91,9 +98,9 @@ class CaptumEngine(Engine):
         options: AttributeOptions,
         model_ref: str,
     ) -> list[AttributionResult]:
-        if method not in METHODS:
+        if method not in self.methods():
             raise UnsupportedMethodError(
-                f"the captum engine implements {', '.join(METHODS)}, not {method!r}; use engine='auto'"
+                f"the captum engine implements {', '.join(self.methods())}, not {method!r}; use engine='auto'"
             )
         try:
             import captum  # noqa: F401 - only: is it installed?

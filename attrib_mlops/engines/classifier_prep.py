@@ -39,6 +39,7 @@ import torch
 
 from ..errors import ContextLengthError, InputError, UnsupportedModelError
 from ..options import AttributeOptions
+from .native_kernels import token_baseline
 from .prep import context_limit
 
 logger = logging.getLogger(__name__)
@@ -394,19 +395,4 @@ def batching_is_exact(model: Any, fwd: ClassifierForward, sample: ClassifierSamp
 def baseline_embeddings(model: Any, tokenizer: Any, batch: ClassifierBatch, x0: torch.Tensor,
                         options: AttributeOptions) -> torch.Tensor:
     """Reference input: ``zeros``, or ``unk`` = the unknown token's embedding at every non-special position."""
-    if options.baseline == "zeros":
-        return torch.zeros_like(x0)
-    unk = tokenizer.unk_token_id
-    if unk is None:
-        raise InputError(
-            "baseline='unk' needs a tokenizer with an unknown token (tokenizer.unk_token_id is None); "
-            "pass baseline='zeros'"
-        )
-    keep = batch.special | (batch.mask == 0)
-    base_ids = torch.where(keep, batch.ids, torch.full_like(batch.ids, unk))
-    return model.get_input_embeddings()(base_ids).detach()
-
-
-def chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+    return token_baseline(model, tokenizer, batch.ids, batch.special | (batch.mask == 0), x0, options)

@@ -4,24 +4,31 @@ The native methods (:mod:`attrib_mlops.engines.methods`) are written with these;
 :class:`~attrib_mlops.engines.native.NativeEngine` batches the samples and calls
 each method's ``compute(run)`` with a :class:`Run`. See the native engine's module
 docstring for why one forward pass serves every target position.
+
+The model-independent kernels (:func:`dim_agg`, :func:`path_gradient_sums`,
+:func:`mean_attention`, :func:`occluded_copies`, :func:`eager_attention`) serve the
+causal LM and the sequence-classifier side (:mod:`.classifier_kernels`) alike: one
+implementation of each.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, UnsupportedMethodError
 from ..options import AttributeOptions
 from .prep import Encoded, model_device, model_guard
 
 __all__ = [
     "Batch", "Scorer", "Run", "Outputs", "integration_points", "prob_entropy", "dim_agg", "empty_matrices",
-    "fill_column", "split_scores", "baseline_embeddings", "use_vmap", "per_target_grads", "gradients",
-    "step_scores", "chunks", "progress",
+    "fill_column", "split_scores", "baseline_embeddings", "token_baseline", "use_vmap", "per_target_grads", "gradients",
+    "step_scores", "chunks", "progress", "path_gradient_sums", "mean_attention", "occluded_copies",
+    "eager_attention",
 ]
 
 #: What a native method returns for a batch: per sample the matrix, the target probabilities and entropies.
@@ -130,6 +137,92 @@ def dim_agg(v: torch.Tensor, how: str) -> torch.Tensor:
     return v.mean(-1)
 
 
+def path_gradient_sums(
+    x0: torch.Tensor, base: torch.Tensor, options: AttributeOptions, n_cols: int,
+    grads: Callable[[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], torch.Tensor],
+                    Iterator[tuple[int, torch.Tensor]]],
+) -> torch.Tensor:
+    """Integrated gradients' weighted gradient sums along the path ``base -> x0``: [n_cols, N, L, D] (float32).
+
+    The interpolation steps of every sample are batched, ``options.max_tokens_per_forward``
+    tokens per forward; ``grads(xs, rep, weights)`` yields ``(column, d out_column / d xs)``
+    for the stacked points ``xs`` [S*N, L, D], where ``rep`` repeats a per-sample tensor
+    for the S steps and ``weights`` [S*N] are the integration weights to scale each output by.
+    Multiply by ``x0 - base`` for the attributions.
+    """
+    alphas, steps = integration_points(options.n_steps, options.ig_method)
+    N, L = x0.shape[0], x0.shape[1]
+    total = torch.zeros((n_cols, N, L, x0.shape[-1]), dtype=torch.float32, device=x0.device)
+    per_fwd = max(1, options.max_tokens_per_forward // max(1, N * L))
+    with torch.enable_grad():
+        for s0 in range(0, len(alphas), per_fwd):
+            a = torch.tensor(alphas[s0 : s0 + per_fwd], dtype=x0.dtype, device=x0.device)
+            w = torch.tensor(steps[s0 : s0 + per_fwd], dtype=torch.float32, device=x0.device)
+            S = a.shape[0]
+            xs = (base.unsqueeze(0) + a.view(S, 1, 1, 1) * (x0 - base).unsqueeze(0)).reshape(S * N, L, -1)
+            xs = xs.detach().requires_grad_(True)
+            rep = lambda t: t.unsqueeze(0).expand(S, *t.shape).reshape(S * N, *t.shape[1:])  # noqa: E731
+            for j, g in grads(xs, rep, w.repeat_interleave(N)):
+                total[j] += g.float().reshape(S, N, L, -1).sum(0)
+    return total
+
+
+@contextlib.contextmanager
+def eager_attention(model: Any) -> Iterator[None]:
+    """Switch to eager attention (the only one that returns weights) for the duration."""
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    switch = impl not in (None, "eager") and hasattr(model, "set_attn_implementation")
+    if switch:
+        model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if switch:
+            model.set_attn_implementation(impl)
+
+
+def mean_attention(model: Any, atts: Any, options: AttributeOptions) -> torch.Tensor:
+    """Attention weights averaged over ``options.layers`` and ``options.heads``: [N, L(query), L(key)] float32.
+
+    Raises:
+        UnsupportedMethodError: the model returned no attention weights.
+        InputError: a layer or head index out of range.
+    """
+    if not atts or atts[0] is None:
+        raise UnsupportedMethodError(
+            f"{type(model).__name__} returned no attention weights; load it with attn_implementation='eager'"
+        )
+    n_layers = len(atts)
+    layers = options.layers if options.layers is not None else list(range(n_layers))
+    try:
+        sel = torch.stack([atts[i] for i in layers])  # [l, N, H, L, L]
+    except IndexError:
+        raise InputError(f"layers={options.layers} out of range: the model has {n_layers} layers") from None
+    if options.heads is not None:
+        H = sel.shape[2]
+        if any(h >= H or h < -H for h in options.heads):
+            raise InputError(f"heads={options.heads} out of range: the model has {H} heads")
+        sel = sel[:, :, options.heads]
+    return sel.float().mean(dim=(0, 2))
+
+
+def occluded_copies(x0: torch.Tensor, base: torch.Tensor, jobs: list[tuple[int, int]], per_fwd: int,
+                    ) -> Iterator[tuple[list[tuple[int, int]], torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """For each slice of ``jobs`` ((sample, position) pairs): ``(part, samples, positions, copies)``.
+
+    ``copies`` [len(part), L, D] are the samples' embeddings with that one position replaced
+    by the baseline's; at most ``per_fwd`` copies per slice (one forward each).
+    """
+    for k0 in range(0, len(jobs), per_fwd):
+        part = jobs[k0 : k0 + per_fwd]
+        bs = torch.tensor([b for b, _ in part], device=x0.device)
+        rows = torch.tensor([i for _, i in part], device=x0.device)
+        xs = x0[bs].clone()
+        ar = torch.arange(len(part), device=x0.device)
+        xs[ar, rows] = base[bs, rows]
+        yield part, bs, rows, xs
+
+
 def empty_matrices(batch: Batch) -> list[np.ndarray]:
     out = []
     for b in range(len(batch.samples)):
@@ -150,7 +243,13 @@ def split_scores(batch: Batch, prob: torch.Tensor, ent: torch.Tensor) -> tuple[l
         e[b, : batch.n_target[b]] for b in range(len(batch.samples))
     ]
 
-def baseline_embeddings(model, tokenizer, batch: Batch, x0: torch.Tensor, options: AttributeOptions) -> torch.Tensor:
+def token_baseline(model: Any, tokenizer: Any, ids: torch.Tensor, keep: torch.Tensor, x0: torch.Tensor,
+                   options: AttributeOptions) -> torch.Tensor:
+    """Reference embeddings: ``zeros``, or ``unk`` = the unknown token's embedding wherever ``keep`` is False.
+
+    Raises:
+        InputError: ``baseline='unk'`` with a tokenizer that has no unknown token.
+    """
     if options.baseline == "zeros":
         return torch.zeros_like(x0)
     unk = tokenizer.unk_token_id
@@ -159,11 +258,16 @@ def baseline_embeddings(model, tokenizer, batch: Batch, x0: torch.Tensor, option
             "baseline='unk' needs a tokenizer with an unknown token (tokenizer.unk_token_id is None); "
             "pass baseline='zeros'"
         )
-    eos = tokenizer.eos_token_id
-    base_ids = torch.full_like(batch.ids, unk)
-    if eos is not None:
-        base_ids = torch.where(batch.ids == eos, batch.ids, base_ids)
+    base_ids = torch.where(keep, ids, torch.full_like(ids, unk))
     return model.get_input_embeddings()(base_ids).detach()
+
+
+def baseline_embeddings(model, tokenizer, batch: Batch, x0: torch.Tensor, options: AttributeOptions) -> torch.Tensor:
+    """Causal LMs: the ``unk`` baseline keeps EOS tokens as they are (Inseq's convention)."""
+    eos = tokenizer.eos_token_id
+    keep = batch.ids == eos if eos is not None else torch.zeros_like(batch.ids, dtype=torch.bool)
+    return token_baseline(model, tokenizer, batch.ids, keep, x0, options)
+
 
 def use_vmap(options: AttributeOptions, device: torch.device) -> bool:
     return options.vjp == "vmap" or (options.vjp == "auto" and device.type == "cuda")

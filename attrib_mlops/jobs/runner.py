@@ -231,6 +231,9 @@ def _run_pair(ctx: _Ctx, mspec: ModelSpec, method: str, engine: str, targets: li
                                  **where)
     finally:
         ctx.progress.close_bar()
+    for r, s in zip(results, probe):
+        if r is not None:
+            task.annotate(r, s)  # after the cache: what the sample knows beyond the model's inputs
     return [r for r in results if r is not None], len(todo), n_cached
 
 

@@ -113,7 +113,9 @@ class JobSpec(BaseModel):
         name: job name (default output folder ``attrib-results/<name>``).
         models: one or more :class:`ModelSpec`.
         methods: attribution methods (see ``attrib-mlops methods``).
-        engine: ``auto`` (native when it supports the method, else inseq), ``native`` or ``inseq``.
+        engine: ``auto`` (native when it supports the method, else inseq), ``native``, ``inseq`` or
+            ``captum`` (lime and kernel_shap; what sequence classifiers need for them); the
+            context-source methods run on engine ``sources`` (``auto`` picks it for them).
         samples: :class:`~attrib_mlops.samples.SamplesSpec`.
         targets: ``given`` (the samples' target field), ``generate`` (each model continues
             its prompts greedily, ``options.max_new_tokens``) or ``model:<name>`` (that model
@@ -131,7 +133,7 @@ class JobSpec(BaseModel):
     name: str
     models: list[ModelSpec] = Field(min_length=1)
     methods: list[MethodName] = Field(min_length=1)
-    engine: Literal["auto", "native", "inseq", "sources"] = "auto"
+    engine: Literal["auto", "native", "inseq", "captum", "sources"] = "auto"
     samples: SamplesSpec
     targets: str = "given"
     options: AttributeOptions = Field(default_factory=AttributeOptions)

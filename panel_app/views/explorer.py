@@ -15,6 +15,7 @@ from panel_app.state import AppState
 from panel_app.store import DashboardStore, RunContents
 from panel_app.tokens import TokenView
 from panel_app.views.base import _Guard, _matrix, _run_label, _set_options, register_view
+from panel_app.words import to_words, word_key, word_toggle
 
 __all__ = ["ExplorerView"]
 
@@ -53,6 +54,8 @@ class ExplorerView(pn.viewable.Viewer):
         self.combine = pn.widgets.RadioButtonGroup(options={"overlay methods": "overlay", "mean of methods": "mean"},
                                                    value=self.state.combine, css_classes=["explorer-combine"],
                                                    align="end")
+        self.words = word_toggle()  # subwords -> words (panel_app/words.py)
+        self.words.param.watch(lambda _e: self.draw(), "value")
         self.check = pn.widgets.Button(label="Check artifacts", align="end", css_classes=["explorer-check"])
         self.check.on_click(lambda _e: self.check_artifacts())
         self.tokens = TokenView(data={"empty": "Loading…"}, sizing_mode="stretch_width",
@@ -187,7 +190,7 @@ class ExplorerView(pn.viewable.Viewer):
     def _key(self) -> tuple:
         s = self.state
         return (s.run_id, s.step, s.model, tuple(s.methods), s.sample_id, s.window, s.window_axis, s.combine,
-                s.normalize)
+                s.normalize, *word_key(self.words.value))
 
     def draw(self, force: bool = False) -> None:
         key = self._key()
@@ -209,7 +212,8 @@ class ExplorerView(pn.viewable.Viewer):
             self.heatmaps.objects = []
             return
         try:
-            payload = explorer_payload(got.value, window=s.window, axis=s.window_axis, combine=s.combine,
+            shown = to_words(got.value, self.words.value)
+            payload = explorer_payload(shown, window=s.window, axis=s.window_axis, combine=s.combine,
                                        title=f"step {s.step} · {s.model} · sample {s.sample_id}")
         except Exception as e:  # noqa: BLE001 - e.g. methods with different tokens
             from panel_app.store import explain_error
@@ -217,9 +221,9 @@ class ExplorerView(pn.viewable.Viewer):
             self.alert.show(explain_error(e, self.store.tracking_uri, "preparing the view"))
             return
         payload["state"] = "|".join("" if v is None else (",".join(v) if isinstance(v, tuple) else str(v))
-                                    for v in key[:8])  # the heatmaps' colour scale is not the tokens' state
+                                    for v in key[:8] + key[9:])  # the heatmaps' colour scale is not the tokens' state
         self.alert.show(None)
-        self.results, self.payload, self._drawn = got.value, payload, key
+        self.results, self.payload, self._drawn = shown, payload, key
         self.tokens.data = payload
         self.heatmaps.objects = [pn.pane.Bokeh(f) for f in self.figures()]
 
@@ -277,7 +281,7 @@ class ExplorerView(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         row1 = pn.Row(self.run, self.step, self.model, self.sample, sizing_mode="stretch_width")
-        row2 = pn.Row(self.methods, self.combine, self.window, self.axis, self.normalize, self.check,
+        row2 = pn.Row(self.methods, self.combine, self.window, self.axis, self.normalize, self.words, self.check,
                       sizing_mode="stretch_width")
         return pn.Column(row1, row2, self.alert, self.link, self.note, self.tokens, self.heatmaps,
                          sizing_mode="stretch_width", css_classes=["view-explorer"])

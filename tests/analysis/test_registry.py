@@ -14,12 +14,14 @@ def test_builtin_metric_names_are_unchanged():
     # the faithfulness metrics came later (opt-in: defined only when a result carries them)
     assert R.metric_names("sample") == ["concentration_entropy", "topk_mass", "mean_probability", "mean_entropy",
                                         "hit_at_1", "hit_at_3", "mean_rank", "comprehensiveness", "sufficiency",
-                                        "deletion_auc"]
+                                        "deletion_auc",
+                                        # classifiers (analysis/kinds/token_matrix_classifier.py)
+                                        "probe_accuracy", "rationale_hit_at_1", "rationale_hit_at_3", "rationale_tau"]
     assert R.metric_names("drift") == ["spearman", "kendall", "js", "topk_overlap"]
     assert [m.summary_name for m in R.list_metrics("check")] == [
         "mean_importance_corr", "mean_spearman", "mean_topk_overlap", "mean_js", "topk_changed_share",
         "topk_set_changed_share"]
-    assert R.metric_names("check_side") == ["hit_at_1", "hit_at_k", "probability"]
+    assert R.metric_names("check_side") == ["hit_at_1", "hit_at_k", "probability", "probe_accuracy", "rationale_tau"]
     assert R.kind_names()[0] == R.TOKEN_MATRIX
 
 
@@ -27,7 +29,8 @@ def test_direction_aggregation_and_lookup():
     assert R.get_metric("mean_rank").higher_is_better is False
     assert R.get_metric("topk_changed_share", scope="check").aggregate == "share"
     assert [m.name for m in sorted((m for m in R.list_metrics("sample") if m.preferred), key=lambda m: m.preferred)] \
-        == ["hit_at_1", "mean_rank", "topk_mass", "concentration_entropy", "mean_probability"]
+        == ["hit_at_1", "mean_rank", "topk_mass", "concentration_entropy", "mean_probability", "probe_accuracy",
+            "rationale_hit_at_1", "rationale_tau"]
     with pytest.raises(InputError, match="unknown metric 'nope'; valid: .*topk_mass"):
         R.get_metric("nope")
     assert R.aggregate_values("share", [True, False, None, True]) == pytest.approx(2 / 3)

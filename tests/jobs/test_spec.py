@@ -26,6 +26,8 @@ BASE = {"name": "j", "models": [{"name": "m", "ref": "x"}], "methods": ["salienc
         ({"targets": "model:other"}, "'targets': model 'other' is not in models"),
         ({"targets": "sometimes"}, "'targets': must be 'given', 'generate' or 'model:<name"),
         ({"engine": "native", "methods": ["lime"]}, "'methods.0': engine 'native' does not support 'lime'"),
+        ({"engine": "captum", "methods": ["saliency"]}, "'methods.0': engine 'captum' does not support 'saliency' "
+                                                        "(it supports lime, kernel_shap)"),
         ({"models": [{"name": "a b", "ref": "x"}]}, "'models.0.name': model name 'a b' must start"),
     ],
 )
@@ -41,6 +43,7 @@ def test_spec_error_names_every_bad_key_and_defaults():
                    "options": {"nsteps": 3}})
     msg = str(err.value)
     assert "models.0.pth" in msg and "methods.0" in msg and "options.nsteps" in msg
+    assert parse_job({**BASE, "engine": "captum", "methods": ["lime", "kernel_shap"]}).engine == "captum"
     spec = parse_job(BASE)
     assert spec.output_dir.replace("\\", "/") == "attrib-results/j" and spec.cache_dir == ".attrib-cache"
     assert spec.to_dict()["options"] == {}

@@ -1,16 +1,18 @@
-"""Attention: the attention weights from each target's predicting position, averaged over layers and heads.
+"""Attention: the attention weights of the predicting position, averaged over layers and heads.
 
 One forward pass with ``output_attentions``; ``options.layers`` / ``options.heads`` select
-what is averaged. Models running another attention implementation are switched to
-``eager`` for the pass and back.
+what is averaged (:func:`~attrib_mlops.engines.native_kernels.mean_attention`). Causal
+LMs: the query is the position that predicts each target token. Classifiers: the query
+is the pooled position (the first token for encoders, the last real token for
+decoders); it does not depend on the class, so every column is the same. Models running
+another attention implementation are switched to ``eager`` for the pass and back.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ...errors import InputError, UnsupportedMethodError
-from ..registry import AttributionMethod
+from ..registry import CAUSAL_LM, CLASSIFIER, AttributionMethod
 
 __all__ = ["Attention"]
 
@@ -21,6 +23,7 @@ class Attention(AttributionMethod):
     name = "attention"
     engine = "native"
     order = 40
+    model_kinds = (CAUSAL_LM, CLASSIFIER)
     description = "attention weights, mean over the selected layers and heads"
 
     def info(self, options: Any) -> dict[str, Any]:
@@ -33,36 +36,10 @@ class Attention(AttributionMethod):
 
         model, tokenizer, scorer, batch, options = run
         mats = K.empty_matrices(batch)
-        restore = None
-        cfg = getattr(model, "config", None)
-        impl = getattr(cfg, "_attn_implementation", None)
-        if impl not in (None, "eager") and hasattr(model, "set_attn_implementation"):
-            restore = impl
-            model.set_attn_implementation("eager")
-        try:
-            with torch.no_grad():
-                x0 = model.get_input_embeddings()(batch.ids)
-                out = model(inputs_embeds=x0, attention_mask=batch.mask, output_attentions=True)
-        finally:
-            if restore is not None:
-                model.set_attn_implementation(restore)
-        atts = out.attentions
-        if not atts or atts[0] is None:
-            raise UnsupportedMethodError(
-                f"{type(model).__name__} returned no attention weights; load it with attn_implementation='eager'"
-            )
-        n_layers = len(atts)
-        layers = options.layers if options.layers is not None else list(range(n_layers))
-        try:
-            sel = torch.stack([atts[i] for i in layers])  # [l, N, H, L, L]
-        except IndexError:
-            raise InputError(f"layers={options.layers} out of range: the model has {n_layers} layers") from None
-        if options.heads is not None:
-            H = sel.shape[2]
-            if any(h >= H or h < -H for h in options.heads):
-                raise InputError(f"heads={options.heads} out of range: the model has {H} heads")
-            sel = sel[:, :, options.heads]
-        mean = sel.float().mean(dim=(0, 2))  # [N, L(query), L(key)]
+        with K.eager_attention(model), torch.no_grad():
+            x0 = model.get_input_embeddings()(batch.ids)
+            out = model(inputs_embeds=x0, attention_mask=batch.mask, output_attentions=True)
+        mean = K.mean_attention(model, out.attentions, options)  # [N, L(query), L(key)]
         for j in range(batch.T):
             q = batch.pos[:, j]  # [N]
             cells = mean[torch.arange(mean.shape[0]), q].cpu().numpy()  # [N, L]
@@ -71,3 +48,18 @@ class Attention(AttributionMethod):
             1, batch.pos.unsqueeze(-1).expand(*batch.pos.shape, out.logits.shape[-1])), batch.tgt)
         probs, ents = K.split_scores(batch, prob, ent)
         return mats, probs, ents
+
+    def compute_classifier(self, run: Any) -> Any:
+        import torch
+
+        from ..native_kernels import eager_attention, mean_attention
+
+        batch = run.batch
+        with eager_attention(run.model), torch.no_grad():
+            out = run.fwd.outputs(run.x0, batch.mask, batch.pos, output_attentions=True)
+        p0 = out.logits.float().softmax(-1)
+        cols, _, per = batch.columns(p0.argmax(-1))
+        mean = mean_attention(run.model, out.attentions, run.options)  # [N, Lq, Lk]
+        q = batch.pooled_position(run.pooling)
+        row = mean[torch.arange(batch.N, device=mean.device), q]  # [N, Lk]
+        return row.unsqueeze(-1).expand(-1, -1, cols.shape[1]).cpu(), p0, per

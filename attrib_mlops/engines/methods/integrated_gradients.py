@@ -1,15 +1,19 @@
 """Integrated gradients: gradients along the path from a baseline embedding, times the input delta.
 
-The interpolation steps are batched (``options.max_tokens_per_forward``), every target
-column shares each forward pass; baselines are the UNK embedding (EOS stays EOS) or zeros,
-the integration rule and step count follow Captum (``options.ig_method``, ``options.n_steps``).
+``(x_i - x'_i) * sum_s w_s d p(y_j) / d x_i (x' + a_s (x - x'))`` with Captum's
+integration rules (``options.ig_method``, ``options.n_steps``), reduced over the
+embedding dimension. The interpolation steps of many samples are batched
+(``options.max_tokens_per_forward``) and every target column shares each forward
+pass (:func:`~attrib_mlops.engines.native_kernels.path_gradient_sums`, one kernel
+for causal LMs and classifiers). Baselines: the UNK embedding (causal LMs: EOS stays
+EOS; classifiers: special tokens stay) or zeros.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..registry import AttributionMethod
+from ..registry import CAUSAL_LM, CLASSIFIER, AttributionMethod
 
 __all__ = ["IntegratedGradients"]
 
@@ -21,6 +25,7 @@ class IntegratedGradients(AttributionMethod):
     engine = "native"
     order = 30
     uses_dim_aggregation = True
+    model_kinds = (CAUSAL_LM, CLASSIFIER)
     description = "path integral of gradients from a baseline embedding (Captum's rules)"
 
     def compute(self, run: Any) -> Any:
@@ -32,29 +37,42 @@ class IntegratedGradients(AttributionMethod):
         mats = K.empty_matrices(batch)
         x0 = model.get_input_embeddings()(batch.ids).detach()
         base = K.baseline_embeddings(model, tokenizer, batch, x0, options)
-        alphas, steps = K.integration_points(options.n_steps, options.ig_method)
-        N, L, T = x0.shape[0], batch.L, batch.T
-        total = torch.zeros((T, N, L, x0.shape[-1]), dtype=torch.float32, device=x0.device)
-        per_fwd = max(1, options.max_tokens_per_forward // max(1, N * L))
-        use_vmap = K.use_vmap(options, x0.device)
-        with torch.enable_grad():
-            for s0 in range(0, len(alphas), per_fwd):
-                a = torch.tensor(alphas[s0 : s0 + per_fwd], dtype=x0.dtype, device=x0.device)
-                w = torch.tensor(steps[s0 : s0 + per_fwd], dtype=torch.float32, device=x0.device)
-                S = a.shape[0]
-                xs = (base.unsqueeze(0) + a.view(S, 1, 1, 1) * (x0 - base).unsqueeze(0)).reshape(S * N, L, -1)
-                xs = xs.detach().requires_grad_(True)
-                rep = lambda t: t.unsqueeze(0).expand(S, *t.shape).reshape(S * N, *t.shape[1:])  # noqa: E731
-                weights = w.repeat_interleave(N)
-                for j, g, _p, _e in K.per_target_grads(
-                    scorer, xs, rep(batch.mask), rep(batch.pos), rep(batch.tgt), rep(batch.valid), weights, use_vmap
-                ):
-                    total[j] += g.float().reshape(S, N, L, -1).sum(0)
+        vmap = K.use_vmap(options, x0.device)
+
+        def grads(xs, rep, weights):
+            for j, g, _p, _e in K.per_target_grads(
+                scorer, xs, rep(batch.mask), rep(batch.pos), rep(batch.tgt), rep(batch.valid), weights, vmap
+            ):
+                yield j, g
+
+        total = K.path_gradient_sums(x0, base, options, batch.T, grads)
         delta = (x0 - base).float()
-        for j in range(T):
+        for j in range(batch.T):
             cells = K.dim_agg(total[j] * delta, options.dim_aggregation).cpu().numpy()
             K.fill_column(mats, batch, j, cells)
         with torch.no_grad():
             prob, ent = K.prob_entropy(scorer.logits_at(scorer.hidden(x0, batch.mask), batch.pos), batch.tgt)
         probs, ents = K.split_scores(batch, prob, ent)
         return mats, probs, ents
+
+    def compute_classifier(self, run: Any) -> Any:
+        import torch
+
+        from ..classifier_kernels import class_probs, column_grads
+        from ..classifier_prep import baseline_embeddings
+        from ..native_kernels import dim_agg, path_gradient_sums
+
+        batch, x0, fwd = run.batch, run.x0, run.fwd
+        p0, cols, valid, per = class_probs(run)
+        base = baseline_embeddings(run.model, run.tokenizer, batch, x0, run.options)
+
+        def grads(xs, rep, weights):
+            probs = fwd(xs, rep(batch.mask), rep(batch.pos)).softmax(-1)
+            yield from column_grads(probs, xs, rep(cols), rep(valid), weights)
+
+        total = path_gradient_sums(x0, base, run.options, cols.shape[1], grads)
+        delta = (x0 - base).float()
+        cells = torch.zeros((batch.N, batch.L, cols.shape[1]), dtype=torch.float32)
+        for k in range(cols.shape[1]):
+            cells[:, :, k] = dim_agg(total[k] * delta, run.options.dim_aggregation).cpu()
+        return cells, p0, per

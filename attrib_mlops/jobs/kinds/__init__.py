@@ -66,6 +66,9 @@ class TaskKind:
         """A result from :meth:`encode`'s output."""
         raise NotImplementedError
 
+    def annotate(self, result: Any, sample: Any) -> None:
+        """Add what the sample knows beyond the model's inputs to a result (after the cache; default: nothing)."""
+
     def key_extra(self, sample: Any) -> dict[str, Any]:
         """Inputs of a sample beyond prompt and target that determine its result (part of the cache key)."""
         return {}

@@ -35,6 +35,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from ..errors import SpecError
 from ..options import AttributeOptions, parse_yaml
 from ..samples import SamplesSpec
+from .kinds.training_data import TRAINING_DATA, TrainingDataJobSpec
 
 __all__ = ["ModelSpec", "SamplesSpec", "JobSpec", "parse_job", "load_job", "coerce_spec"]
 
@@ -121,19 +122,23 @@ class JobSpec(BaseModel):
         output_dir: where the local sink writes (default ``attrib-results/<name>``).
         cache_dir: content-keyed result cache shared by jobs (default ``.attrib-cache``; ``null``:
             no cache, every result is computed).
+        training_data: training-data queries on the same samples and targets
+            (:class:`~attrib_mlops.jobs.kinds.training_data.TrainingDataJobSpec`); ``methods`` may
+            then be empty.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
     models: list[ModelSpec] = Field(min_length=1)
-    methods: list[MethodName] = Field(min_length=1)
+    methods: list[MethodName] = Field(default_factory=list)
     engine: Literal["auto", "native", "inseq"] = "auto"
     samples: SamplesSpec
     targets: str = "given"
     options: AttributeOptions = Field(default_factory=AttributeOptions)
     output_dir: str | None = None
     cache_dir: str | None = ".attrib-cache"
+    training_data: TrainingDataJobSpec | None = None
 
     @field_validator("name")
     @classmethod
@@ -167,6 +172,8 @@ class JobSpec(BaseModel):
                         f"'methods.{i}': engine {self.engine!r} does not support {m!r} "
                         f"(it supports {', '.join(supported)}); use engine: auto"
                     )
+        if not self.methods and self.training_data is None:
+            problems.append("'methods': give at least one attribution method (or a 'training_data' section)")
         dups = sorted({m for m in self.methods if self.methods.count(m) > 1})
         if dups:
             problems.append(f"'methods': listed more than once: {', '.join(dups)}")
@@ -192,6 +199,23 @@ class JobSpec(BaseModel):
             upd["trust_remote_code"] = True
         return self.options.model_copy(update=upd) if upd else self.options
 
+    @property
+    def all_methods(self) -> list[str]:
+        """The attribution methods, then the training-data methods (``training_data.methods``)."""
+        return [*self.methods, *(self.training_data.methods if self.training_data is not None else [])]
+
+    def method_engines(self) -> dict[str, str]:
+        """The engine of each training-data method (the ``training_data`` task kind runs them)."""
+        return {m: TRAINING_DATA for m in (self.training_data.methods if self.training_data is not None else [])}
+
+    def method_options(self, model: ModelSpec, method: str) -> AttributeOptions:
+        """:meth:`model_options`, with the training-data settings for a training-data method."""
+        opts = self.model_options(model)
+        if self.training_data is not None and method in self.training_data.methods and method not in self.methods:
+            return opts.model_copy(update={"method_kwargs": {**opts.method_kwargs,
+                                                             **self.training_data.method_kwargs()}})
+        return opts
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict; only the options that were set are kept."""
         d = self.model_dump(mode="json")
@@ -204,6 +228,7 @@ _KEY_OWNERS: dict[str, type[BaseModel]] = {
     "models.*": ModelSpec,
     "samples": SamplesSpec,
     "options": AttributeOptions,
+    "training_data": TrainingDataJobSpec,
 }
 
 

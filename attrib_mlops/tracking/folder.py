@@ -61,6 +61,10 @@ def summarize_logged(results: list[AttributionResult], ground_truth: dict[str, A
     """:func:`~attrib_mlops.analysis.summary.summarize_results`, logging the samples whose ground truth is unusable."""
     from ..analysis.summary import summarize_results
 
+    if results and getattr(results[0], "kind", None) == "training_data":  # one score per training example
+        from ..analysis.kinds.training_data import summarize_training_data
+
+        return summarize_training_data(results, k=k)
     problems: list[tuple[str | None, str]] = []
     out = summarize_results(results, ground_truth, k=k, problems=problems)
     for sid, msg in problems:
@@ -165,6 +169,15 @@ def read_manifest(output_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(manifest_path.read_text(encoding="utf-8"))
 
 
+def _decode(d: dict[str, Any]) -> Any:
+    """One result line: a token matrix, or a training-data result (``"kind": "training_data"``)."""
+    if d.get("kind") == "training_data":
+        from ..training_data.result import TrainingDataAttribution
+
+        return TrainingDataAttribution.from_dict(d)
+    return AttributionResult.from_dict(d)
+
+
 def load_local_results(output_dir: str | os.PathLike) -> dict[tuple[str, str], list[AttributionResult]]:
     """Read what a :class:`LocalFolderSink` wrote: ``{(model, method): [results in sample order]}``."""
     out_dir = Path(output_dir)
@@ -173,7 +186,5 @@ def load_local_results(output_dir: str | os.PathLike) -> dict[tuple[str, str], l
     for pair in manifest.get("pairs", []):
         path = out_dir / pair["path"]
         with path.open(encoding="utf-8") as f:
-            out[(pair["model"], pair["method"])] = [
-                AttributionResult.from_dict(json.loads(line)) for line in f if line.strip()
-            ]
+            out[(pair["model"], pair["method"])] = [_decode(json.loads(line)) for line in f if line.strip()]
     return out

@@ -34,7 +34,7 @@ import numpy as np
 from attrib_mlops.analysis.registry import compute, register_kind, register_metric
 from attrib_mlops.training_data.result import TrainingDataAttribution
 
-__all__ = ["TRAINING_DATA", "TrainingSampleContext", "TrainingPairContext", "compute"]
+__all__ = ["TRAINING_DATA", "TrainingSampleContext", "TrainingPairContext", "compute", "summarize_training_data"]
 
 #: The kind's name in every layer (storage directory, check module, job task kind).
 TRAINING_DATA = "training_data"
@@ -99,3 +99,12 @@ register_metric("top_overlap", lambda c: c.overlap("positive"), **_C, summary_na
                             "top-k (opt-in rule min_mean_top_overlap)")
 register_metric("negative_overlap", lambda c: c.overlap("negative"), **_C, summary_name="mean_negative_overlap",
                 description="share of the baseline's top-k opposing training examples still in the candidate's")
+
+
+def summarize_training_data(results: Any, k: int = 10) -> dict[str, float | None]:
+    """Each ``sample`` metric of the kind aggregated over ``results`` (job summaries; None if undefined)."""
+    from attrib_mlops.analysis.registry import list_metrics
+
+    per = [compute("sample", TrainingSampleContext(r, k=k), kind=TRAINING_DATA) for r in results]
+    return {m.summary_name: m.reduce(p[m.name] for p in per if m.name in p)
+            for m in list_metrics("sample", TRAINING_DATA)}

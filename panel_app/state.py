@@ -26,11 +26,12 @@ __all__ = [
     "OverviewState",
     "EvolutionState",
     "JobFormState",
+    "TrainingDataState",
     "AppState",
 ]
 
 #: Tab names, in display order (``AppState.tab`` takes one of them; also the ``?tab=`` URL value).
-TABS = ("overview", "explorer", "compare", "evolution", "jobs", "export")
+TABS = ("overview", "explorer", "compare", "evolution", "jobs", "export", "training_data")
 
 #: What the two sides of the compare view are.
 COMPARE_KINDS = MappingProxyType({
@@ -119,6 +120,20 @@ class JobFormState(param.Parameterized):
     max_new_tokens = param.Integer(default=8, bounds=(1, 512))
 
 
+class TrainingDataState(param.Parameterized):
+    """The Training data view: which run's index, which model, which query and output tokens."""
+
+    run_id = param.String(default=None, allow_None=True, doc="run whose training-data index is queried")
+    model = param.String(default="", doc="model to query: local folder, runs:/... or models:/...")
+    sample_id = param.String(default=None, allow_None=True, doc="probe sample of the run (prompt and target)")
+    prompt = param.String(default="", doc="a typed prompt (replaces the probe sample's)")
+    target = param.String(default="", doc="continuation to attribute (empty: the model's generation)")
+    user_text = param.String(default="", doc="a user continuation shown side by side with the generation")
+    method = param.Selector(default="tracin", objects=["tracin", "grad_cos", "datainf"])
+    top_k = param.Integer(default=5, bounds=(1, 50))
+    tokens = param.List(default=[], item_type=int, doc="selected output token positions (empty: all)")
+
+
 class AppState(param.Parameterized):
     """Everything one browser session has selected."""
 
@@ -128,6 +143,7 @@ class AppState(param.Parameterized):
     overview = param.ClassSelector(class_=OverviewState, instantiate=True)
     evolution = param.ClassSelector(class_=EvolutionState, instantiate=True)
     job_form = param.ClassSelector(class_=JobFormState, instantiate=True)
+    training_data = param.ClassSelector(class_=TrainingDataState, instantiate=True)
 
     def __init__(self, **params):
         params.setdefault("explorer", ExplorerState())
@@ -135,4 +151,5 @@ class AppState(param.Parameterized):
         params.setdefault("overview", OverviewState())
         params.setdefault("evolution", EvolutionState())
         params.setdefault("job_form", JobFormState())
+        params.setdefault("training_data", TrainingDataState())
         super().__init__(**params)

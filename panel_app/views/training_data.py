@@ -142,7 +142,8 @@ class TrainingDataView(pn.viewable.Viewer):
                                               value=s.user_text, width=420, css_classes=["tda-user"])
         self.method = pn.widgets.Select(label="Method", options=list(s.param.method.objects), value=s.method,
                                         width=130, css_classes=["tda-method"])
-        self.top_k = pn.widgets.IntInput(label="Top k", value=s.top_k, start=1, end=50, width=90)
+        self.top_k = pn.widgets.IntInput(label="Top k", value=s.top_k, start=1, end=50, width=90,
+                                         css_classes=["tda-topk"])
         self.tokens = pn.widgets.CheckButtonGroup(name="Output tokens", options={}, value=[],
                                                   css_classes=["tda-tokens"])
         self.go = pn.widgets.Button(label="Find training examples", button_type="primary", css_classes=["tda-go"])
@@ -194,12 +195,16 @@ class TrainingDataView(pn.viewable.Viewer):
         return str(sample.get("prompt", "")), s.target or str(sample.get("target") or "")
 
     # ------------------------------------------------------------ running
-    def _request(self, name: str, models: list, prompt: str, target: str, tokens: list[int] | None) -> JobRequest:
+    def _request(self, name: str, models: list, prompt: str, targets: dict[str, str],
+                 tokens: list[int] | None) -> JobRequest:
+        """One job over the samples ``{sample id: target}`` (an empty target: the model's generation)."""
         s = self.state
         td = {"index": s.run_id, "methods": [s.method], "top_k": int(s.top_k), "target_tokens": tokens,
               "tracking_uri": self.store.tracking_uri}
-        return JobRequest(name=name, experiment=_EXPERIMENT, models=models, methods=[], prompts=[prompt],
-                          targets=[target] if target.strip() else None, sample_ids=[name], training_data=td)
+        given = all(t.strip() for t in targets.values())
+        return JobRequest(name=name, experiment=_EXPERIMENT, models=models, methods=[],
+                          prompts=[prompt] * len(targets), targets=list(targets.values()) if given else None,
+                          sample_ids=list(targets), training_data=td)
 
     def query(self) -> dict[str, Any]:
         """Queue the query (and the user's continuation, for the side by side) as jobs; returns the handles."""
@@ -210,9 +215,13 @@ class TrainingDataView(pn.viewable.Viewer):
             models = parse_models(s.model)[:1]
             prompt, target = self._query_text()
             tokens = sorted(s.tokens) or None
-            reqs = {"query": self._request("query", models, prompt, target, tokens)}
-            if s.user_text.strip():
-                reqs["user"] = self._request("user", models, prompt, s.user_text, None)
+            user = s.user_text if s.user_text.strip() else ""
+            if user and target.strip() and tokens is None:  # both continuations given: one job
+                reqs = {"query": self._request("query", models, prompt, {"query": target, "user": user}, None)}
+            else:  # the generation (or selected tokens of it) and the user's text apart
+                reqs = {"query": self._request("query", models, prompt, {"query": target}, tokens)}
+                if user:
+                    reqs["user"] = self._request("user", models, prompt, {"user": user}, None)
         except Exception as e:  # noqa: BLE001 - shown to the user
             self.alert.show(f"The query was not started: {e}")
             return {}
@@ -241,8 +250,9 @@ class TrainingDataView(pn.viewable.Viewer):
             self.alert.show(f"The training-data query failed: {failed[0]['error'] or failed[0]['message']}")
             return True
         try:
-            results = {k: self.store.reader.load(s["run_id"], 0, self._model_name, self.state.method,
-                                                 kind="training_data")[0] for k, s in snaps.items()}
+            results = {str(r.sample_id): r for s in snaps.values()
+                       for r in self.store.reader.load(s["run_id"], 0, self._model_name, self.state.method,
+                                                       kind="training_data")}
         except Exception as e:  # noqa: BLE001
             self.alert.show(f"The results could not be read: {e}")
             return True

@@ -76,7 +76,7 @@ def _rows(page, scope):
         "els => els.map(e => [e.dataset.side, e.dataset.id, parseFloat(e.dataset.score)])")
 
 
-def _direct(tda_store, tiny_dir, target, tokens=None, k=5):
+def _direct(tda_store, tiny_dir, target, tokens=None, k=20):
     import attrib_mlops
 
     res = attrib_mlops.attribute_training_data(tda_store["index"], str(tiny_dir), None, PROBE[0]["prompt"], target,
@@ -106,29 +106,29 @@ def test_training_data_view(tda_dashboard, tda_store, tiny_dir, chromium):
         run_select.select_option(label=label)
         page.locator(".tda-sample select option", has_text="q1").first.wait_for(state="attached")
         _fill(page, ".tda-model", f"tiny={tiny_dir}")
+        _fill(page, ".tda-topk", "20")  # every example with a score other than 0 is listed
+        _fill(page, ".tda-user", " w4 w9")  # side by side with the probe's target, in the same job
         page.locator(".tda-go button").click()
         page.locator(".tda-main .tda-row").first.wait_for(timeout=240_000)
         res, want = _direct(tda_store, tiny_dir, PROBE[0]["target"])
         _check(_rows(page, ".tda-main"), want)
-        assert page.locator(".tda-hist canvas, .tda-hist .bk-Canvas, .tda-hist div").count() > 0
+        assert page.locator(".tda-hist .bk-Figure, .tda-hist canvas").count() > 0
         # the payload example is listed as text, never run
-        evil_rank = sorted(res.scores.tolist(), reverse=True).index(float(res.scores[res.ids.index("evil")]))
-        if evil_rank < 5 or res.scores[res.ids.index("evil")] < 0:
-            assert "<script>__pw.tda</script>" in page.locator(".tda-lists").inner_text()
+        assert "evil" in [i for _, i, _ in want]
+        shown = page.locator('.tda-main .tda-row[data-id="evil"] .tda-text').inner_text()
+        assert "<script>__pw.tda</script>" in shown and "onerror=__pw.tda>" in shown
+        assert page.locator('.tda-main .tda-row[data-id="evil"] .tda-text mark', has_text="w3").count() == 1
+        # side by side: word diff, the user's continuation attributed on its own
+        page.locator(".tda-side .tda-diff del", has_text="w3").wait_for()
+        assert page.locator(".tda-side .tda-diff ins").inner_text() == "w9"
+        _check(_rows(page, ".tda-usr"), _direct(tda_store, tiny_dir, " w4 w9")[1])
 
         # select the first output token: the view queries again with target_tokens=[0]
+        _fill(page, ".tda-user", "")
         page.locator(".tda-tokens button").first.click()
         page.locator(".tda-go button").click()
         page.locator(".tda-query", has_text="tokens: w4)").wait_for(timeout=240_000)
         _check(_rows(page, ".tda-main"), _direct(tda_store, tiny_dir, PROBE[0]["target"], [0])[1])
-
-        # side by side: the probe's target vs a user continuation, word diff
-        page.locator(".tda-tokens button").first.click()  # back to all tokens
-        _fill(page, ".tda-user", " w4 w9")
-        page.locator(".tda-go button").click()
-        page.locator(".tda-side .tda-diff del", has_text="w3").wait_for(timeout=240_000)
-        assert page.locator(".tda-side .tda-diff ins").inner_text() == "w9"
-        _check(_rows(page, ".tda-usr"), _direct(tda_store, tiny_dir, " w4 w9")[1])
 
         # a run without an index: the error says how to build one
         plain = next(t for t in run_select.locator("option").all_text_contents() if t.startswith("run-plain"))

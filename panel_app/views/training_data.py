@@ -148,6 +148,10 @@ class TrainingDataView(pn.viewable.Viewer):
                                                   css_classes=["tda-tokens"])
         self.go = pn.widgets.Button(label="Find training examples", button_type="primary", css_classes=["tda-go"])
         self.go.on_click(lambda _e: self.query())
+        self.stored = pn.widgets.Select(label="or show a stored result of the run (step · model · method)",
+                                        options={}, width=360, css_classes=["tda-stored"])
+        self.show_stored = pn.widgets.Button(label="Show stored", align="end", css_classes=["tda-show-stored"])
+        self.show_stored.on_click(lambda _e: self.load_stored())
         for w, p in ((self.run, "run_id"), (self.model, "model"), (self.sample, "sample_id"),
                      (self.prompt, "prompt"), (self.target, "target"), (self.user_text, "user_text"),
                      (self.method, "method"), (self.top_k, "top_k"), (self.tokens, "tokens")):
@@ -182,6 +186,34 @@ class TrainingDataView(pn.viewable.Viewer):
                 samples = {got.value.sample_label(sid): sid for sid in got.value.sample_ids()}
         _set_options(self.sample, samples, self.state.sample_id if self.state.sample_id in samples.values()
                      else next(iter(samples.values()), None))
+        stored = {}
+        if self.run.value:
+            try:  # training-data results the run holds (a job with a training_data section logged them)
+                for rec in self.store.reader.manifest(self.run.value)["steps"]:
+                    files = ((rec.get("kinds") or {}).get("training_data") or {}).get("files") or {}
+                    for model, methods in files.items():
+                        for method in methods:
+                            stored[f"{rec['step']} · {model} · {method}"] = f"{rec['step']}|{model}|{method}"
+            except Exception:  # noqa: BLE001 - no manifest: nothing stored to show
+                stored = {}
+        _set_options(self.stored, stored, next(iter(stored.values()), None))
+        self.stored.visible = self.show_stored.visible = bool(stored)
+
+    def load_stored(self) -> Any:
+        """Show a stored training-data result of the run for the chosen probe sample (first one if absent)."""
+        if not self.stored.value or not self.run.value:
+            return None
+        step, model, method = self.stored.value.split("|", 2)
+        try:
+            rs = self.store.reader.load(self.run.value, int(step), model, method, kind="training_data")
+        except Exception as e:  # noqa: BLE001
+            self.alert.show(f"The stored result could not be read: {e}")
+            return None
+        r = next((x for x in rs if str(x.sample_id) == self.state.sample_id), rs[0] if rs else None)
+        if r is not None:
+            self.alert.show(None)
+            self.show(r)
+        return r
 
     def _query_text(self) -> tuple[str, str]:
         s = self.state
@@ -288,7 +320,7 @@ class TrainingDataView(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(
             pn.Row(self.run, self.model), pn.Row(self.sample, self.prompt), pn.Row(self.target, self.user_text),
-            pn.Row(self.method, self.top_k), pn.pane.Markdown("Output tokens (after a first query; none = all)"),
+            pn.Row(self.method, self.top_k), pn.Row(self.stored, self.show_stored), pn.pane.Markdown("Output tokens (after a first query; none = all)"),
             self.tokens, self.go, self.alert, self.status, self.lists, self.hist, self.side,
             sizing_mode="stretch_width", css_classes=["view-training-data"],
         )

@@ -302,8 +302,8 @@ class TrainingDataView(pn.viewable.Viewer):
         shown = _selected(result)
         self.lists.object = html(
             '<div class="tda-query" data-method="{m}" data-n="{n}"><b>{p}</b> → <span class="tda-text">{t}</span>'
-            ' <small>(tokens: {sel})</small></div>', m=result.method, n=result.n_examples, p=result.prompt,
-            t=result.target, sel=" ".join(shown)) + _top_table(result, k, shown, "tda-main")
+            ' <small>(tokens: {sel})</small></div>{table}', m=result.method, n=result.n_examples, p=result.prompt,
+            t=result.target, sel=" ".join(shown), table=_top_table(result, k, shown, "tda-main"))
         self.hist.objects = [pn.pane.Bokeh(histogram_figure(result, k))]
         if user is None:
             self.side.object = Markup("")

@@ -118,3 +118,22 @@ def test_plain_loop_monitor_survives_a_failure(tiny, tmp_path):
     strict = TrainingIndexMonitor({"dataset": ["w1 w2"]}, tok, strict=True)
     with pytest.raises(Exception, match="not a folder"):
         strict.index_checkpoint(model, tmp_path / "missing", step=1, learning_rate=0.1)
+
+
+def test_plain_loop_monitor_indexes_and_logs_each_checkpoint(tiny, store):
+    from attrib_mlops.demo.tiny import save_tiny
+    from attrib_mlops.tracking.training_index import load_training_index
+
+    model, tok = tiny
+    run_id = store.client.create_run(store.exp).info.run_id
+    mon = TrainingIndexMonitor({"dataset": ["w1 w2 w3", "w4 w5", "w6 w7 w8"], "projection_dim": 16}, tok,
+                               run_id=run_id, tracking_uri=store.uri, strict=True)
+    was = model.training
+    for step, lr in ((3, 0.5), (6, 0.25)):
+        save_tiny(model, tok, store.tmp / f"checkpoint-{step}")
+        mon.index_checkpoint(model, store.tmp / f"checkpoint-{step}", step, lr)
+    assert model.training == was and all(p.grad is None for p in model.parameters())
+    idx = load_training_index(run_id, tracking_uri=store.uri)
+    assert [c["step"] for c in idx.checkpoints] == [3, 6] and idx.learning_rates == [0.5, 0.25]
+    assert idx.ids == ["0", "1", "2"] and mon.state_dict()["indexed_steps"] == [3, 6]
+    assert mon.index_checkpoint(model, store.tmp / "checkpoint-6", 6, 0.25) is mon.index  # a step is indexed once

@@ -8,7 +8,7 @@ with ``Policy(min_mean_top_overlap=0.5)`` or the YAML key).
 
 Example:
     >>> from attrib_mlops.check import compare
-    >>> res = compare({"tracin": base_results}, {"tracin": cand_results},         # doctest: +SKIP
+    >>> res = compare("attrib-results/base", "attrib-results/cand",              # doctest: +SKIP
     ...               {"min_mean_top_overlap": 0.5})
     >>> res.methods[0].metrics["mean_top_overlap"]                                # doctest: +SKIP
     0.8

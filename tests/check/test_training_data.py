@@ -36,3 +36,20 @@ def test_opt_in_rule_flags_a_regression():
     assert res.verdict == "regression"
     assert [r.name for r in res.methods[0].failed_rules] == ["mean_top_overlap"]
     assert compare(b, b, {"k": 3, "min_mean_top_overlap": 0.8}).verdict == "pass"
+
+
+def test_job_folders_with_training_data_results_are_compared(tmp_path):
+    import json
+
+    def folder(name, results):
+        out = tmp_path / name
+        (out / "results" / "m").mkdir(parents=True)
+        (out / "results" / "m" / "tracin.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in results))
+        (out / "manifest.json").write_text(json.dumps({"format": 1, "pairs": [
+            {"model": "m", "method": "tracin", "path": "results/m/tracin.jsonl", "n": len(results)}]}))
+        return str(out)
+
+    b, c = _sides()
+    res = compare(folder("base", b.results["tracin"]), folder("cand", c.results["tracin"]),
+                  {"k": 3, "min_mean_top_overlap": 0.8})
+    assert res.verdict == "regression" and res.methods[0].metrics["mean_top_overlap"] == (1.0 + 1 / 3) / 2

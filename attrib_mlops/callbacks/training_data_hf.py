@@ -18,7 +18,10 @@ training_data=...)`` runs one of these next to the attribution and logs both
 to the same run.
 
 Resume: the callback is an ``ExportableState``; the indexed steps, run id and
-index folder are saved in every checkpoint's ``trainer_state.json``.
+index folder are saved in every checkpoint's ``trainer_state.json`` and read
+back at train begin. The dataset is not saved, so the Trainer cannot rebuild the
+callback itself: keep ``restore_callback_states_from_checkpoint=False`` (the
+default); with it on, the rebuild stops with an error saying so.
 """
 
 from __future__ import annotations
@@ -56,9 +59,15 @@ class TrainingIndexCallback(TrainerCallback, ExportableState):
             :class:`~attrib_mlops.callbacks.training_data.TrainingIndexMonitor`.
     """
 
-    def __init__(self, training_data: Any, tokenizer: Any = None, *, run_id: str | None = None,
+    def __init__(self, training_data: Any = None, tokenizer: Any = None, *, run_id: str | None = None,
                  tracking_uri: str | None = None, experiment_name: str | None = None,
                  strict: bool = False) -> None:
+        if training_data is None:  # e.g. rebuilt by the Trainer from a checkpoint's state, which has no dataset
+            from ..errors import InputError
+
+            raise InputError("TrainingIndexCallback needs training_data={'dataset': ...}; when resuming, keep "
+                             "restore_callback_states_from_checkpoint=False (the callback reads its saved state "
+                             "from the checkpoint itself)")
         self.monitor = TrainingIndexMonitor(training_data, tokenizer, run_id=run_id, tracking_uri=tracking_uri,
                                             experiment_name=experiment_name, strict=strict)
 

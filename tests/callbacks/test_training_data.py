@@ -137,3 +137,10 @@ def test_plain_loop_monitor_indexes_and_logs_each_checkpoint(tiny, store):
     assert [c["step"] for c in idx.checkpoints] == [3, 6] and idx.learning_rates == [0.5, 0.25]
     assert idx.ids == ["0", "1", "2"] and mon.state_dict()["indexed_steps"] == [3, 6]
     assert mon.index_checkpoint(model, store.tmp / "checkpoint-6", 6, 0.25) is mon.index  # a step is indexed once
+
+
+def test_the_hf_callback_cannot_be_rebuilt_without_its_dataset():
+    from attrib_mlops.callbacks import TrainingIndexCallback
+
+    with pytest.raises(InputError, match="restore_callback_states_from_checkpoint=False"):
+        TrainingIndexCallback(**TrainingIndexCallback(["w1 w2"]).state()["args"])

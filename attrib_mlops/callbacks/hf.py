@@ -219,6 +219,8 @@ class AttributionCallback(TrainerCallback, ExportableState):
             self._run(args, state, kwargs, control)
         if state.is_world_process_zero:
             self.monitor.close()
+            if self.training_index is not None:
+                self.training_index.monitor.close()
 
     # ------------------------------------------------------------- accessors
     @property

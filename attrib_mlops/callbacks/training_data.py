@@ -190,6 +190,7 @@ class TrainingIndexMonitor:
         self.strict = strict
         self.out_dir = self.config.out_dir
         self.indexed_steps: list[int] = []
+        self._own_run: Any = None  # (client, run id) of a run this monitor created, ended by close()
         self.failures: list[tuple[int | None, str]] = []
         self.index = None
 
@@ -205,6 +206,8 @@ class TrainingIndexMonitor:
         handle = get_or_create_run(tracking_uri=self.tracking_uri, run_id=self.run_id, use_active_run=True,
                                    experiment=self.experiment_name, run_name=f"attrib-{int(time.time())}")
         self.run_id = handle.run_id
+        if handle.created:
+            self._own_run = (handle.client, handle.run_id)
         log_training_index(index, self.run_id, client=handle.client)
         handle.client.log_metric(self.run_id, "attrib/tda/learning_rate", float(learning_rate),
                                  step=int(step or 0))
@@ -270,6 +273,18 @@ class TrainingIndexMonitor:
         logger.info("training-data index: checkpoint %s added (%d examples, run %s)", checkpoint, index.n_examples,
                     self.run_id)
         return index
+
+    def close(self, status: str = "FINISHED") -> None:
+        """End the run this monitor created (a run given or active is left alone)."""
+        if self._own_run is not None:
+            client, run_id = self._own_run
+            self._own_run = None
+            try:
+                client.set_terminated(run_id, status)
+            except Exception as e:  # noqa: BLE001 - never crash the user's training
+                if self.strict:
+                    raise
+                logger.warning("could not end run %s: %s", run_id, e)
 
     def state_dict(self) -> dict[str, Any]:
         """Resumable state: the indexed steps, the run id and the index folder."""

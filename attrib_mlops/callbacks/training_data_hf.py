@@ -94,6 +94,10 @@ class TrainingIndexCallback(TrainerCallback, ExportableState):
                                       fallback_learning_rate=current_learning_rate(kwargs), tokenizer=tok,
                                       run_id=run_id)
 
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.monitor.close()
+
     @property
     def run_id(self) -> str | None:
         return self.monitor.run_id

@@ -144,3 +144,17 @@ def test_the_hf_callback_cannot_be_rebuilt_without_its_dataset():
 
     with pytest.raises(InputError, match="restore_callback_states_from_checkpoint=False"):
         TrainingIndexCallback(**TrainingIndexCallback(["w1 w2"]).state()["args"])
+
+
+def test_a_run_the_monitor_creates_is_ended_by_close(tiny, store):
+    from attrib_mlops.demo.tiny import save_tiny
+
+    model, tok = tiny
+    mon = TrainingIndexMonitor({"dataset": ["w1 w2 w3"], "projection_dim": 8}, tok, tracking_uri=store.uri,
+                               experiment_name="cb", strict=True)
+    save_tiny(model, tok, store.tmp / "checkpoint-1")
+    mon.index_checkpoint(model, store.tmp / "checkpoint-1", 1, 0.1)
+    assert store.client.get_run(mon.run_id).info.status == "RUNNING"
+    mon.close()
+    run = store.client.get_run(mon.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["attrib_mlops.training_index.checkpoints"] == "1"

@@ -148,13 +148,15 @@ class JobRequest:
     batch_size: int = 8
     max_new_tokens: int = 8
     engine: str = "auto"
+    #: training-data queries (the job spec's ``training_data`` section: index, methods, top_k, ...)
+    training_data: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.strip():
             raise InputError("the job needs a name (it becomes the MLflow run name)")
         if not self.experiment or not self.experiment.strip():
             raise InputError("the job needs an experiment name")
-        if not self.methods:
+        if not self.methods and not self.training_data:
             raise InputError("pick at least one attribution method")
         if not self.prompts:
             raise InputError("the job has no samples")
@@ -339,7 +341,7 @@ def run_request(req: JobRequest, tracking_uri: str | None, spool_dir: str | os.P
         name=_safe_name(req.name, "job"), models=[{"name": n, "ref": r} for n, r in req.models], methods=req.methods,
         engine=req.engine, samples={"source": "dashboard"}, targets="given" if req.targets else "generate",
         options={"batch_size": req.batch_size, "max_new_tokens": req.max_new_tokens, "trust_remote_code": False},
-        output_dir=str(spool_dir), cache_dir=str(cache),
+        output_dir=str(spool_dir), cache_dir=str(cache), training_data=req.training_data,
     )
     sink = StepSink(tracking_uri=tracking_uri, experiment=req.experiment, run_name=req.name, spool_dir=spool_dir,
                     tags={"attrib_mlops.job": "dashboard", "mlflow.source.name": "attrib-mlops dashboard"},
@@ -383,6 +385,7 @@ def _params(req: JobRequest) -> dict[str, str]:
         "batch_size": str(req.batch_size),
         "max_new_tokens": str(req.max_new_tokens),
         "engine": req.engine,
+        **({"training_data": json.dumps(req.training_data, sort_keys=True)[:500]} if req.training_data else {}),
     }
 
 

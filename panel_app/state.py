@@ -28,11 +28,12 @@ __all__ = [
     "JobFormState",
     "SourcesState",
     "EstimatorState",
+    "TrainingDataState",
     "AppState",
 ]
 
 #: Tab names, in display order (``AppState.tab`` takes one of them; also the ``?tab=`` URL value).
-TABS = ("overview", "explorer", "compare", "evolution", "sources", "at2", "jobs", "export")
+TABS = ("overview", "explorer", "compare", "evolution", "sources", "at2", "jobs", "export", "training_data")
 
 #: What the two sides of the compare view are.
 COMPARE_KINDS = MappingProxyType({
@@ -144,6 +145,18 @@ class EstimatorState(param.Parameterized):
     run_id = param.String(default=None, allow_None=True)
     left = param.String(default=None, allow_None=True)
     right = param.String(default=None, allow_None=True)
+class TrainingDataState(param.Parameterized):
+    """The Training data view: which run's index, which model, which query and output tokens."""
+
+    run_id = param.String(default=None, allow_None=True, doc="run whose training-data index is queried")
+    model = param.String(default="", doc="model to query: local folder, runs:/... or models:/...")
+    sample_id = param.String(default=None, allow_None=True, doc="probe sample of the run (prompt and target)")
+    prompt = param.String(default="", doc="a typed prompt (replaces the probe sample's)")
+    target = param.String(default="", doc="continuation to attribute (empty: the model's generation)")
+    user_text = param.String(default="", doc="a user continuation shown side by side with the generation")
+    method = param.Selector(default="tracin", objects=["tracin", "grad_cos", "datainf"])
+    top_k = param.Integer(default=5, bounds=(1, 50))
+    tokens = param.List(default=[], item_type=int, doc="selected output token positions (empty: all)")
 
 
 class AppState(param.Parameterized):
@@ -157,6 +170,7 @@ class AppState(param.Parameterized):
     job_form = param.ClassSelector(class_=JobFormState, instantiate=True)
     sources = param.ClassSelector(class_=SourcesState, instantiate=True)
     at2 = param.ClassSelector(class_=EstimatorState, instantiate=True)
+    training_data = param.ClassSelector(class_=TrainingDataState, instantiate=True)
 
     def __init__(self, **params):
         params.setdefault("explorer", ExplorerState())
@@ -166,4 +180,5 @@ class AppState(param.Parameterized):
         params.setdefault("job_form", JobFormState())
         params.setdefault("sources", SourcesState())
         params.setdefault("at2", EstimatorState())
+        params.setdefault("training_data", TrainingDataState())
         super().__init__(**params)

@@ -64,9 +64,9 @@ def test_imports_resolve_relative_levels():
 
 def test_analysis_imports_no_heavy_stack_and_no_higher_layer():
     heavy = ("torch", "mlflow", "transformers", "panel", "bokeh", "inseq", "captum", "pyarrow", "datasets")
-    # result types are data (numpy only): the token matrix's and the context-sources kind's
+    # result types are data (numpy only): the token matrix's, the context-sources and training-data kinds'
     allowed = ("attrib_mlops.analysis", "attrib_mlops.errors", "attrib_mlops.result", "attrib_mlops._util",
-               "attrib_mlops.sources.result")
+               "attrib_mlops.sources.result", "attrib_mlops.training_data.result")
 
     def bad(mod, names):
         if _under(mod, *heavy):

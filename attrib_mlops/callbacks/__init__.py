@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .base import AttributionMonitor, normalize_probe
 
-__all__ = ["AttributionCallback", "AttributionMonitor", "normalize_probe"]
+__all__ = ["AttributionCallback", "AttributionMonitor", "TrainingIndexCallback", "TrainingIndexMonitor",
+           "normalize_probe"]
 
 
 def __getattr__(name: str):
@@ -12,4 +13,12 @@ def __getattr__(name: str):
         from .hf import AttributionCallback
 
         return AttributionCallback
+    if name == "TrainingIndexCallback":
+        from .training_data_hf import TrainingIndexCallback
+
+        return TrainingIndexCallback
+    if name == "TrainingIndexMonitor":
+        from .training_data import TrainingIndexMonitor
+
+        return TrainingIndexMonitor
     raise AttributeError(name)

@@ -70,6 +70,8 @@ class AttributionCallback(TrainerCallback, ExportableState):
         sources: context sources at every event (see
             :class:`~attrib_mlops.callbacks.sources.SourceTracking`): ``attrib/sources/...`` metrics,
             AT2 refits at chosen checkpoints, opt-in faithfulness metrics. Off by default.
+        training_data: also build the training-data index at each save, logged to the same run
+            (see :class:`~attrib_mlops.callbacks.training_data_hf.TrainingIndexCallback`).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class AttributionCallback(TrainerCallback, ExportableState):
         check_policy: Any = None,
         stop_on_regression: bool = False,
         sources: Any = None,
+        training_data: Any = None,
     ) -> None:
         if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
             raise InputError(f"every_n_steps must be a positive integer or None, got {every_n_steps!r}")
@@ -120,6 +123,12 @@ class AttributionCallback(TrainerCallback, ExportableState):
             stop_on_regression=stop_on_regression,
             sources=sources,
         )
+        self.training_index = None
+        if training_data is not None:  # training-data index at each save: its own module
+            from .training_data_hf import TrainingIndexCallback
+
+            self.training_index = TrainingIndexCallback(training_data, tokenizer, tracking_uri=tracking_uri,
+                                                        experiment_name=experiment_name, strict=strict)
         self._initialized = False
         self._args = {
             "methods": list(self.monitor.methods), "engine": engine, "every_n_steps": every_n_steps,
@@ -189,6 +198,8 @@ class AttributionCallback(TrainerCallback, ExportableState):
     # ---------------------------------------------------------------- events
     def on_train_begin(self, args, state, control, **kwargs):
         self._setup(args, state, kwargs)
+        if self.training_index is not None:
+            self.training_index.on_train_begin(args, state, control, **kwargs)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.every_n_steps and state.global_step % self.every_n_steps == 0:
@@ -209,6 +220,8 @@ class AttributionCallback(TrainerCallback, ExportableState):
             if getattr(args, "output_dir", None):
                 ckpt = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             self._run(args, state, kwargs, control, checkpoint=ckpt)
+        if self.training_index is not None:
+            self.training_index.on_save(args, state, control, run_id=self.monitor.run_id, **kwargs)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._setup(args, state, kwargs)
@@ -216,6 +229,8 @@ class AttributionCallback(TrainerCallback, ExportableState):
             self._run(args, state, kwargs, control)
         if state.is_world_process_zero:
             self.monitor.close()
+            if self.training_index is not None:
+                self.training_index.monitor.close()
 
     # ------------------------------------------------------------- accessors
     @property

@@ -188,7 +188,7 @@ def _generate(ctx: _Ctx, mspec: ModelSpec, max_new_tokens: int) -> list[str]:
 def _run_pair(ctx: _Ctx, mspec: ModelSpec, method: str, engine: str, targets: list[str], target_source: str
               ) -> tuple[list[Any], int, int]:
     """All results of one (model, method): cached ones, then the missing ones computed unit by unit."""
-    options = ctx.spec.model_options(mspec)
+    options = ctx.spec.method_options(mspec, method)
     kind = method_kind(method, engine)
     task = task_kind(kind).bind(ctx.spec, method)
     probe, cache = ctx.probe, ctx.cache
@@ -281,13 +281,12 @@ def run_job(
         (``end("KILLED")`` on ``KeyboardInterrupt``: Ctrl-C, or SIGTERM in ``attrib-mlops run``).
         Results of finished batches stay in the cache; re-running resumes.
     """
-    from ..analysis.summary import summarize_results
     from ..api import resolve_engine
 
     spec = coerce_spec(spec_or_path)
     probe = probe if probe is not None else ProbeSet.from_spec(spec.samples)
     _check_targets(spec, probe)
-    engines = {m: resolve_engine(m, spec.engine) for m in spec.methods}
+    engines = {**{m: resolve_engine(m, spec.engine) for m in spec.methods}, **spec.method_engines()}
     cache = ResultCache(spec.cache_dir) if spec.cache_dir else None
     if sinks is None:
         from ..tracking.folder import LocalFolderSink
@@ -295,7 +294,7 @@ def run_job(
         sinks = [LocalFolderSink(spec.output_dir)]
     sink_list = list(sinks)
     ctx = _Ctx(spec, probe, cache, executor or LocalExecutor(cache), library_versions(),
-               _Progress(len(probe) * len(spec.models) * len(spec.methods), on_event, progress))
+               _Progress(len(probe) * len(spec.models) * len(spec.all_methods), on_event, progress))
     gt = {s.id: s.ground_truth for s in probe}
 
     # the model that writes shared targets goes first, so each model is loaded once
@@ -303,7 +302,7 @@ def run_job(
     outcome = JobOutcome(spec.name, Path(spec.output_dir or ""), "RUNNING", len(probe), probe.fingerprint)
     started: list[ResultSink] = []
     ctx.progress.emit(f"job {spec.name}: {len(probe)} samples, {len(spec.models)} model(s), "
-                      f"{len(spec.methods)} method(s)")
+                      f"{len(spec.all_methods)} method(s)")
     try:
         for s in sink_list:
             s.begin(spec, probe)
@@ -321,13 +320,13 @@ def run_job(
                     if shared is None:  # this is the target model (sorted first)
                         shared = _generate(ctx, mspec, opts.max_new_tokens)
                     targets, source = shared, f"generated:{spec.target_model}"
-                for method in spec.methods:
+                for method in spec.all_methods:
                     results, n_new, n_cached = _run_pair(ctx, mspec, method, engines[method], targets, source)
                     logger.info("%s / %s: %d computed, %d cached", mspec.name, method, n_new, n_cached)
                     for s in sink_list:
                         s.write(mspec.name, method, results)
-                    outcome.pairs.append(PairOutcome(mspec.name, method, engines[method], n_new, n_cached,
-                                                     summarize_results(results, gt)))
+                    summary = task_kind(method_kind(method, engines[method])).summarize(results, gt)
+                    outcome.pairs.append(PairOutcome(mspec.name, method, engines[method], n_new, n_cached, summary))
             finally:
                 ctx.executor.release(mspec.name)
     except BaseException as e:
@@ -342,7 +341,7 @@ def run_job(
     for s in started:
         s.end("FINISHED")
     outcome.status = "FINISHED"
-    rank = {(m.name, meth): (i, j) for i, m in enumerate(spec.models) for j, meth in enumerate(spec.methods)}
+    rank = {(m.name, meth): (i, j) for i, m in enumerate(spec.models) for j, meth in enumerate(spec.all_methods)}
     outcome.pairs.sort(key=lambda p: rank[(p.model, p.method)])
     ctx.progress.done = ctx.progress.total
     ctx.progress.emit(f"finished: {outcome.computed} computed, {outcome.cached} from the cache", status="finished")

@@ -96,7 +96,7 @@ class StepSink:
             from mlflow.entities import Param
 
             self.client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in self.params.items()])
-        self._methods = list(job.methods)
+        self._methods = list(getattr(job, "all_methods", job.methods))  # training-data methods too
         self._writer = AttributionWriter(self.client, run_id=self.run_id, spool_dir=self.spool_dir,
                                          strict=self.strict, keep_float32=self.keep_float32)
         self._writer.log_probe_set(probe_set.to_records())
@@ -106,8 +106,11 @@ class StepSink:
         pending[method] = list(results)
         if all(m in pending for m in self._methods):
             step = int(self.steps.get(model_name, 0))
-            flat = [r for m in self._methods for r in pending[m]]
-            self._writer.log_step(step, flat, model=self.model_label or model_name)
+            by_kind: dict[type, list[Any]] = {}  # one log_step per kind of result (token matrix, training data)
+            for r in (r for m in self._methods for r in pending[m]):
+                by_kind.setdefault(type(r), []).append(r)
+            for flat in by_kind.values():
+                self._writer.log_step(step, flat, model=self.model_label or model_name)
             self.logged_steps.append(step)
             del self._pending[model_name]
 

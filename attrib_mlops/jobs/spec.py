@@ -36,6 +36,7 @@ from ..errors import SpecError
 from ..options import AttributeOptions, parse_yaml
 from ..samples import SamplesSpec
 from .kinds.sources import SourceJobOptions
+from .kinds.training_data import TRAINING_DATA, TrainingDataJobSpec
 
 __all__ = ["ModelSpec", "SamplesSpec", "JobSpec", "parse_job", "load_job", "coerce_spec"]
 
@@ -126,13 +127,16 @@ class JobSpec(BaseModel):
             no cache, every result is computed).
         sources: how the context-source methods (``ablation``, ``at2``, engine ``sources``) cut
             prompts into sources and their options (:class:`~attrib_mlops.jobs.kinds.sources.SourceJobOptions`).
+        training_data: training-data queries on the same samples and targets
+            (:class:`~attrib_mlops.jobs.kinds.training_data.TrainingDataJobSpec`); ``methods`` may
+            then be empty.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
     models: list[ModelSpec] = Field(min_length=1)
-    methods: list[MethodName] = Field(min_length=1)
+    methods: list[MethodName] = Field(default_factory=list)
     engine: Literal["auto", "native", "inseq", "captum", "sources"] = "auto"
     samples: SamplesSpec
     targets: str = "given"
@@ -140,6 +144,7 @@ class JobSpec(BaseModel):
     output_dir: str | None = None
     cache_dir: str | None = ".attrib-cache"
     sources: SourceJobOptions | None = None
+    training_data: TrainingDataJobSpec | None = None
 
     @field_validator("name")
     @classmethod
@@ -173,6 +178,8 @@ class JobSpec(BaseModel):
                         f"'methods.{i}': engine {self.engine!r} does not support {m!r} "
                         f"(it supports {', '.join(supported)}); use engine: auto"
                     )
+        if not self.methods and self.training_data is None:
+            problems.append("'methods': give at least one attribution method (or a 'training_data' section)")
         dups = sorted({m for m in self.methods if self.methods.count(m) > 1})
         if dups:
             problems.append(f"'methods': listed more than once: {', '.join(dups)}")
@@ -198,6 +205,23 @@ class JobSpec(BaseModel):
             upd["trust_remote_code"] = True
         return self.options.model_copy(update=upd) if upd else self.options
 
+    @property
+    def all_methods(self) -> list[str]:
+        """The attribution methods, then the training-data methods (``training_data.methods``)."""
+        return [*self.methods, *(self.training_data.methods if self.training_data is not None else [])]
+
+    def method_engines(self) -> dict[str, str]:
+        """The engine of each training-data method (the ``training_data`` task kind runs them)."""
+        return {m: TRAINING_DATA for m in (self.training_data.methods if self.training_data is not None else [])}
+
+    def method_options(self, model: ModelSpec, method: str) -> AttributeOptions:
+        """:meth:`model_options`, with the training-data settings for a training-data method."""
+        opts = self.model_options(model)
+        if self.training_data is not None and method in self.training_data.methods and method not in self.methods:
+            return opts.model_copy(update={"method_kwargs": {**opts.method_kwargs,
+                                                             **self.training_data.method_kwargs()}})
+        return opts
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict; only the options that were set are kept."""
         d = self.model_dump(mode="json")
@@ -211,6 +235,7 @@ _KEY_OWNERS: dict[str, type[BaseModel]] = {
     "samples": SamplesSpec,
     "options": AttributeOptions,
     "sources": SourceJobOptions,
+    "training_data": TrainingDataJobSpec,
 }
 
 

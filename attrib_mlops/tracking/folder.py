@@ -61,6 +61,10 @@ def summarize_logged(results: list[AttributionResult], ground_truth: dict[str, A
     """:func:`~attrib_mlops.analysis.summary.summarize_results`, logging the samples whose ground truth is unusable."""
     from ..analysis.summary import summarize_results
 
+    if results and getattr(results[0], "kind", None) == "training_data":  # one score per training example
+        from ..analysis.kinds.training_data import summarize_training_data
+
+        return summarize_training_data(results, k=k)
     problems: list[tuple[str | None, str]] = []
     out = summarize_results(results, ground_truth, k=k, problems=problems)
     for sid, msg in problems:

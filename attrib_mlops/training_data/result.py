@@ -9,7 +9,7 @@ and negative for those that *oppose* them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -36,6 +36,7 @@ class TrainingDataAttribution:
             another result (side by side).
         info: provenance (index, checkpoints, learning rates, projection, versions).
         top_k: default ``k`` of :meth:`top` and :meth:`histogram`.
+        sample_id: the probe sample this query answers (jobs and storage key results by it).
 
     Example:
         >>> import numpy as np
@@ -56,6 +57,11 @@ class TrainingDataAttribution:
     scale: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
     top_k: int = 10
+    sample_id: str | None = None
+
+    #: the attribution kind (every layer's module name) and the "engine" jobs report
+    kind: ClassVar[str] = "training_data"
+    engine: ClassVar[str] = "training_data"
 
     def __post_init__(self) -> None:
         self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
@@ -129,7 +135,7 @@ class TrainingDataAttribution:
             "kind": "training_data", "method": self.method, "prompt": self.prompt, "target": self.target,
             "target_tokens": list(self.target_tokens), "selected": [int(i) for i in self.selected],
             "scale": self.scale, "info": self.info, "top_k": self.top_k, "n_examples": self.n_examples,
-            "ids": list(self.ids), "texts": list(self.texts),
+            "ids": list(self.ids), "texts": list(self.texts), "sample_id": self.sample_id,
         }
         if include_scores:
             d["scores"] = self.scores
@@ -140,4 +146,4 @@ class TrainingDataAttribution:
         scores = np.array([np.nan if s is None else s for s in d["scores"]], dtype=np.float32)
         return cls(scores, list(d["ids"]), list(d["texts"]), d["method"], d.get("prompt", ""), d.get("target", ""),
                    list(d.get("target_tokens", [])), [int(i) for i in d.get("selected", [])], d.get("scale"),
-                   dict(d.get("info", {})), int(d.get("top_k", 10)))
+                   dict(d.get("info", {})), int(d.get("top_k", 10)), d.get("sample_id"))

@@ -102,6 +102,19 @@ def _log_sources_and_estimators(client, rid: str, w, uri: str) -> None:
         log_estimator(est, run_id=rid, tracking_uri=uri, step=step)
 
 
+def _tda_results():
+    import numpy as np
+
+    from attrib_mlops.training_data.result import TrainingDataAttribution
+
+    ids = [payload(f"example_{j}") for j in range(3)] + ["plain-example"]
+    texts = [payload(f"train_text_{j}") + " w2" for j in range(4)]
+    return [TrainingDataAttribution(np.array([2.0, -1.0, 0.5, -0.25], np.float32), ids, texts, "tracin",
+                                    payload("tda_prompt"), payload("tda_target"),
+                                    ["<img src=x onerror=__pw.tdatok>", "w2"], [0, 1], None, {}, 4, sid)
+            for sid in SAMPLE_IDS]
+
+
 def build_evil_store(root: Path) -> dict:
     """Two runs in two experiments, every name and text a payload; two steps, two models, two methods."""
     from mlflow.tracking import MlflowClient
@@ -129,6 +142,8 @@ def build_evil_store(root: Path) -> dict:
             client.log_metric(rid, "loss", 1.0 / step, step=step)
         if k == 0:
             _log_sources_and_estimators(client, rid, w, uri)
+        if k == 0:  # training-data results (the Training data view): example ids and texts are payloads too
+            w.log_step(20, _tda_results(), model=MODEL)
         client.set_terminated(rid, "FINISHED")
         runs[label] = rid
     return {"uri": uri, "runs": runs}
@@ -289,6 +304,28 @@ def hover_tokens(page, css: str) -> None:
 
 
 # ------------------------------------------------------------------ tests
+def test_training_data_view_shows_stored_payloads_as_text(evil, watched):
+    page = watched.page
+    page.goto(f"{evil['url']}/?tab=training_data")
+    run_select = page.locator(".tda-run select")
+    run_select.locator("option", has_text="run_one").first.wait_for(state="attached")
+    label = next(t for t in run_select.locator("option").all_text_contents() if "run_one" in t)
+    run_select.select_option(label=label)
+    page.locator(".tda-stored select option").first.wait_for(state="attached")
+    page.locator(".tda-show-stored button").click()
+    rows = page.locator(".tda-main .tda-row")
+    rows.first.wait_for()
+    assert rows.count() == 4
+    shown = page.locator(".tda-main").inner_text()
+    assert "<script>__pw.train_text_0</script>" in shown and "onerror=__pw.example_1>" in shown  # as text
+    assert page.locator(".tda-query", has_text="__pw.tda_prompt").count() == 1
+    sweep(page, ".tda-hist")
+    for k in range(page.locator(".tda-tokens button").count()):
+        page.locator(".tda-tokens button").nth(k).click()
+    page.wait_for_timeout(500)
+    watched.check("Training data")
+
+
 def test_reflected_url_values_are_text(evil, watched):
     page = watched.page
     bad = '<img src=x onerror=__pw.url> "><svg onload=__pw.url2>'  

@@ -12,7 +12,8 @@ from panel_app.views.base import _VIEWS
 def test_every_view_module_registers_one_tab_in_state_order():
     specs = view_specs()
     assert [s.tab for s in specs] == list(TABS)
-    assert [s.title for s in specs] == ["Runs", "Explorer", "Compare", "Evolution", "Sources", "AT2", "New job", "Export"]
+    assert [s.title for s in specs] == ["Runs", "Explorer", "Compare", "Evolution", "Sources", "AT2", "New job",
+                                        "Export", "Training data"]
     assert len({s.cls for s in specs}) == len(specs)
     assert all(s.cls.__module__.startswith("panel_app.views.") for s in specs)
 

@@ -69,6 +69,12 @@ class TaskKind:
     def annotate(self, result: Any, sample: Any) -> None:
         """Add what the sample knows beyond the model's inputs to a result (after the cache; default: nothing)."""
 
+    def summarize(self, results: list[Any], ground_truth: dict[str, Any], k: int = 3) -> dict[str, float | None]:
+        """Mean metrics of one (model, method) for the job summary (default: the token-matrix ones)."""
+        from ...analysis.summary import summarize_results
+
+        return summarize_results(results, ground_truth, k=k)
+
     def key_extra(self, sample: Any) -> dict[str, Any]:
         """Inputs of a sample beyond prompt and target that determine its result (part of the cache key)."""
         return {}
@@ -111,9 +117,15 @@ def task_kind_names() -> list[str]:
 
 
 def method_kind(method: str, engine: str) -> str:
-    """The attribution kind of ``method`` run by ``engine`` (registered class, else a token matrix)."""
+    """The attribution kind of ``method`` run by ``engine`` (registered class, else a token matrix).
+
+    An engine named after a task kind (``training_data``) runs that kind's methods.
+    """
     from ...engines.registry import method_classes
 
+    load_task_kinds()
+    if engine in _TASKS:
+        return engine
     for cls in method_classes(engine):
         if cls.name == method:
             return cls.kind

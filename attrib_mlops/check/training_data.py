@@ -1,0 +1,69 @@
+"""The check of one method's training-data results: pair the queries by sample id, compare their top examples.
+
+Found by the kind's name (see :func:`attrib_mlops.check.compare.compare_method`). The
+metrics and rules come from :mod:`attrib_mlops.analysis.kinds.training_data`: the
+overlap of the top ``policy.k`` supporting training examples between baseline and
+candidate, by example id. Its rule ``min_mean_top_overlap`` is off by default (opt in
+with ``Policy(min_mean_top_overlap=0.5)`` or the YAML key).
+
+Example:
+    >>> from attrib_mlops.check import compare
+    >>> res = compare("attrib-results/base", "attrib-results/cand",              # doctest: +SKIP
+    ...               {"min_mean_top_overlap": 0.5})
+    >>> res.methods[0].metrics["mean_top_overlap"]                                # doctest: +SKIP
+    0.8
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..analysis.kinds.training_data import TRAINING_DATA, TrainingPairContext
+from ..analysis.registry import list_metrics
+from .loaders import short_list
+from .report import MethodReport
+from .rules import evaluate, rules
+
+__all__ = ["compare_method"]
+
+
+def _by_id(results: Sequence[Any]) -> dict[str, Any]:
+    return {str(r.sample_id): r for r in results if r.sample_id is not None}
+
+
+def compare_method(method: str, base: Sequence[Any], cand: Sequence[Any], gt: Mapping[str, list[int]],
+                   policy: Any) -> MethodReport:
+    """Compare one method's baseline and candidate training-data results (queries paired by sample id)."""
+    b, c = _by_id(base), _by_id(cand)
+    shared = [sid for sid in b if sid in c]
+    rep = MethodReport(method, "pass", n_baseline=len(b), n_candidate=len(c), n_shared=len(shared))
+    if not shared:
+        rep.verdict = "cannot_compare"
+        rep.reasons.append(f"method '{method}': no shared queries (baseline ids {short_list(list(b), 5)}, "
+                           f"candidate ids {short_list(list(c), 5)})")
+        return rep
+    k = policy.k
+    rows = []
+    for sid in shared:
+        ctx = TrainingPairContext(b[sid], c[sid], k=k)
+        row: dict[str, Any] = {"id": sid}
+        for m in list_metrics("check", TRAINING_DATA):
+            row[m.name] = m.fn(ctx)
+        row["top_baseline"] = [it["id"] for it in b[sid].top(k)["positive"]]
+        row["top_candidate"] = [it["id"] for it in c[sid].top(k)["positive"]]
+        rows.append(row)
+    rep.n_compared = len(rows)
+    if len(rows) < policy.min_samples:
+        rep.verdict = "cannot_compare"
+        rep.reasons.append(f"method '{method}': only {len(rows)} comparable queries, the policy needs "
+                           f"min_samples={policy.min_samples}")
+        return rep
+    rep.metrics = m = {x.summary_name: x.reduce(r[x.name] for r in rows) for x in list_metrics("check", TRAINING_DATA)}
+    th = policy.for_method(method)
+    results = [evaluate(r, m.get(r.value_key), th[r.key], k=k, metrics=m) for r in rules(TRAINING_DATA)]
+    rep.rules = [r for r in results if r is not None]
+    rep.verdict = "regression" if rep.failed_rules else "pass"
+    worst = sorted(rows, key=lambda r: (r["top_overlap"] if r["top_overlap"] is not None else 2.0))
+    rep.worst = worst[: policy.n_worst]
+    return rep

@@ -116,6 +116,11 @@ class SourceHook:
         if "at2" in cfg.methods and not (cfg.estimator or cfg.refit_at or cfg.refit_every):
             raise InputError("sources method 'at2' needs an estimator: give sources={'estimator': <folder or URI>} "
                              "or refit one from the probe ablations with 'refit_at' / 'refit_every'")
+        from ..sources.at2.options import parse_train_options
+        from ..sources.options import parse_source_options
+
+        parse_source_options(cfg.options)  # a bad option fails now, not mid-training
+        parse_train_options(cfg.at2_options)
         self.probe = probe
         self.specs: list[Any] = []
         self.truth: list[list[int] | None] = []

@@ -35,6 +35,8 @@ def test_option_parsing_errors(kv):
         parse_source_tracking({"methods": ["lime"]})
     with pytest.raises(SpecError, match="valid keys: methods"):
         parse_source_tracking({"every": 3})
+    with pytest.raises(SpecError, match="n_ablation"):
+        AttributionMonitor(_probe(2), tok, ["saliency"], sources={"options": {"n_ablation": 8}})
     with pytest.raises(InputError, match="'at2' needs an estimator"):
         AttributionMonitor(_probe(2), tok, ["saliency"], sources={"methods": ["at2"]})
 

@@ -92,5 +92,7 @@ def test_sources_spec_errors(tmp_path, tiny_dir, probes):
     assert spec.sources.options == OPTS
     with pytest.raises(SpecError, match="unknown key 'sources.splitter'"):
         parse_job(_spec(tmp_path, tiny_dir, probes, "x", sources={"splitter": "line"}))
+    with pytest.raises(SpecError, match="unknown source option.*n_ablation;"):
+        parse_job(_spec(tmp_path, tiny_dir, probes, "x", sources={"options": {"n_ablation": 8}}))
     with pytest.raises(InputError, match="needs an estimator"):
         run_job(_spec(tmp_path, tiny_dir, probes, "x", methods=["at2"], sources={}), progress=False)

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ...errors import InputError
 from ...sources.result import SourceAttribution
@@ -61,6 +61,18 @@ class SourceJobOptions(BaseModel):
     truth_field: str = "true_sources"
     estimator: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from ...sources.at2.options import AT2Options
+        from ...sources.options import SourceOptions
+
+        valid = set(SourceOptions.model_fields) | set(AT2Options.model_fields)
+        bad = sorted(k for k in v if k not in valid)
+        if bad:
+            raise ValueError(f"unknown source option(s) {', '.join(bad)}; valid: {', '.join(sorted(valid))}")
+        return v
 
 
 def _estimator_ref(config: SourceJobOptions) -> str:

@@ -65,6 +65,9 @@ class AttributionCallback(TrainerCallback, ExportableState):
             :class:`~attrib_mlops.callbacks.AttributionMonitor`.
         stop_on_regression: set ``control.should_training_stop`` when a check finds a
             regression (off by default).
+        background_upload, flush_timeout_s: upload in a background thread while training
+            goes on; at train end wait at most ``flush_timeout_s`` seconds for the uploads
+            (see :class:`~attrib_mlops.callbacks.AttributionMonitor`).
     """
 
     def __init__(
@@ -88,6 +91,8 @@ class AttributionCallback(TrainerCallback, ExportableState):
         baseline_run: str | None = None,
         check_policy: Any = None,
         stop_on_regression: bool = False,
+        background_upload: bool = True,
+        flush_timeout_s: float = 10.0,
     ) -> None:
         if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
             raise InputError(f"every_n_steps must be a positive integer or None, got {every_n_steps!r}")
@@ -112,6 +117,8 @@ class AttributionCallback(TrainerCallback, ExportableState):
             baseline_run=baseline_run,
             check_policy=check_policy,
             stop_on_regression=stop_on_regression,
+            background_upload=background_upload,
+            flush_timeout_s=flush_timeout_s,
         )
         self._initialized = False
         self._args = {
@@ -121,7 +128,8 @@ class AttributionCallback(TrainerCallback, ExportableState):
             "tracking_uri": tracking_uri, "experiment_name": experiment_name, "model_name": model_name,
             "strict": strict, "spool_dir": None if spool_dir is None else os.fspath(spool_dir),
             "baseline_run": baseline_run, "check_policy": _json_policy(check_policy),
-            "stop_on_regression": stop_on_regression,
+            "stop_on_regression": stop_on_regression, "background_upload": background_upload,
+            "flush_timeout_s": flush_timeout_s,
         }
 
     # --------------------------------------------------------------- state

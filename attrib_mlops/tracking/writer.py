@@ -223,7 +223,10 @@ class AttributionWriter:
             )
         self._probe = section
         self.spool.save_probe(section)
-        self.flush()
+        if self._uploader is not None:
+            self._uploader.kick()
+        else:
+            self.flush()
 
     def log_step(
         self,
@@ -385,10 +388,12 @@ class AttributionWriter:
         uploader.stop()
         if done:
             return True
-        n = len(self.spool.entries()) + (1 if self.spool.probe_path.exists() else 0)
+        n = len(self.spool.entries())
+        what = f"{n} step entr{'y' if n == 1 else 'ies'}" + (" and the probe set" if self.spool.probe_path.exists()
+                                                              else "")
         why = "tracking server unreachable" if uploader.failing else "upload still running"
         uri = hint or getattr(self.client, "tracking_uri", None) or "<tracking uri>"
-        msg = (f"attribution: {n} step entr{'y' if n == 1 else 'ies'} of run {self.run_id} not uploaded within "
+        msg = (f"attribution: {what} of run {self.run_id} not uploaded within "
                f"{time.monotonic() - t0:.0f} s ({why}); kept in {self.spool_dir}, uploaded when a writer on this "
                f"run starts again (e.g. a resumed training) or by: attrib-mlops sync {self.spool_root} "
                f"--run-id {self.run_id} --tracking-uri {redact(uri)}")
@@ -421,7 +426,8 @@ class AttributionWriter:
 
     # ================================================================= spool
     def _view_meta(self, step: int) -> dict[str, Any]:
-        return {"step": step, "run_id": self.run_id, "samples": (self._probe or {}).get("samples", []),
+        probe = self._probe or self.spool.load_probe() or (self._manifest or {}).get("probe") or {}
+        return {"step": step, "run_id": self.run_id, "samples": probe.get("samples", []),
                 "max_samples": self.max_html_samples}
 
     def _stage(self, kind: StorageKind, step: int, model: str, groups: dict[str, list[Any]],
@@ -467,13 +473,13 @@ class AttributionWriter:
             if not self.spool.pending():
                 return None
             try:
-                with FileLock(str(self.spool_root / f".{self.run_id}.lock"), timeout=0):
+                with FileLock(str(self.spool_root / f".{self.run_id}.lock"), timeout=30):
                     if self._uploader is not None:  # another process may have committed since: read it again
                         self._manifest = None
                     commit_pending(self)
             except Timeout:
                 return TrackingUnavailableError(f"the spool of run {self.run_id} is being uploaded by another "
-                                                "process; retrying later")
+                                                "writer; retrying later")
             except Exception as e:  # noqa: BLE001 - classified
                 self._manifest = None  # unknown server state: fetch again next time
                 if is_tracking_failure(e):

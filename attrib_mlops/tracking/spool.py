@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -93,14 +94,13 @@ class Spool:
         """
         with _DIRS:
             step_dir = self.dir / L.step_dirname(step)
-            step_dir.mkdir(parents=True, exist_ok=True)
-            seq = 1 + max([int(p.name.split("-", 1)[0]) for p in step_dir.iterdir()
-                           if p.is_dir() and p.name[:3].isdigit()] or [0])
-            name = f"{seq:03d}-{L.safe_name(model)}"
-            tmp = step_dir / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+            tmp = step_dir / f".{L.safe_name(model)}.{uuid.uuid4().hex[:8]}.tmp"
+            tmp.mkdir(parents=True)  # from now on no drop (of another process too) removes step_dir
             info = build(tmp / "files")
             write_json(info, tmp / ENTRY_FILE)
-            final = step_dir / name
+            seq = 1 + max([int(p.name.split("-", 1)[0]) for p in step_dir.iterdir()
+                           if p.is_dir() and p.name[:3].isdigit()] or [0])
+            final = step_dir / f"{seq:03d}-{L.safe_name(model)}"
             os.replace(tmp, final)
             return final
 
@@ -131,8 +131,10 @@ class Spool:
             shutil.rmtree(entry, ignore_errors=True)
             for d in (entry.parent, self.dir):
                 try:
-                    if d.is_dir() and not any(p for p in d.iterdir() if not p.name.startswith(".")):
-                        shutil.rmtree(d, ignore_errors=True)
+                    for p in d.iterdir():  # temporaries of a crashed stage (a live one is younger)
+                        if p.name.startswith(".") and p.name.endswith(".tmp") and time.time() - p.stat().st_mtime > 3600:  # noqa: E501
+                            shutil.rmtree(p, ignore_errors=True)
+                    d.rmdir()  # only when empty: a stage in progress (any process) keeps it
                 except OSError:
                     pass
 

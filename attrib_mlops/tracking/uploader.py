@@ -3,8 +3,11 @@
 With ``AttributionWriter(..., background=True)`` a ``log_step`` call computes the
 metrics and stages the step in the spool (the crash-safe copy, as before) and returns;
 this worker then commits the spool (:func:`attrib_mlops.tracking.commit.commit_pending`:
-files, manifest, metrics; a deferred ``view.html`` is rendered first) in one thread, in
-step order, so metrics arrive in order and exactly once. A step counts as committed only
+files, manifest, metrics; a deferred ``view.html`` is rendered first), one pass at a
+time, in step order, so metrics arrive in order and exactly once. The passes run in a
+child process (:mod:`.upload_worker`, ``process=True``, the default: rendering and
+uploading then do not compete with training for the GIL) or in a thread of this
+process (``process=False``). A step counts as committed only
 once that is done. When MLflow cannot be reached, the entries stay in the spool; the
 worker retries on the next ``log_step`` or every ``retry_s`` seconds, and says so in one
 warning per outage.
@@ -19,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -35,10 +39,13 @@ class BackgroundUploader:
         writer: the :class:`~attrib_mlops.tracking.AttributionWriter` whose spool is committed
             (through its ``_flush_pass()``, which serialises with any other commit of the writer).
         retry_s: while the tracking server is unreachable, retry this often even without new steps.
+        process: run the passes in a child process (see the module docstring) instead of a thread.
     """
 
-    def __init__(self, writer: Any, retry_s: float = 30.0) -> None:
+    def __init__(self, writer: Any, retry_s: float = 30.0, process: bool = True) -> None:
         self._writer = writer
+        self.process = bool(process)
+        self._child: Any = None
         self.retry_s = float(retry_s)
         self._cv = threading.Condition()
         self._asked = 0  # requests made (generation counter)
@@ -99,7 +106,7 @@ class BackgroundUploader:
                     return
                 request = self._asked
             try:
-                failure = self._writer._flush_pass()
+                failure = self._child_pass() if self.process else self._writer._flush_pass()
             except BaseException as e:  # noqa: BLE001 - a programming error: keep the spool, say it once
                 logger.error("attribution upload failed (%s: %s); the steps stay in %s", type(e).__name__,
                              str(e)[:300], self._writer.spool_dir)
@@ -109,7 +116,47 @@ class BackgroundUploader:
                 self._served = request
                 self._cv.notify_all()
                 if self._stopping:
+                    self._end_child()
                     return
+
+    def _child_pass(self) -> BaseException | None:
+        """One pass in the child process (started, or restarted after it died, on demand)."""
+        import json
+        import subprocess
+
+        from attrib_mlops.tracking.errors import TrackingError, TrackingUnavailableError
+        from attrib_mlops.tracking.upload_worker import command
+
+        w = self._writer
+        if self._child is None or self._child.poll() is not None:
+            uri = str(getattr(w.client, "tracking_uri", None) or "")
+            self._child = subprocess.Popen(
+                command(uri, w.run_id, str(w.spool_root), w.artifact_root, w.k, w.max_html_samples),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8",
+                env={**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+        try:
+            self._child.stdin.write("flush\n")
+            self._child.stdin.flush()
+            line = self._child.stdout.readline()
+        except OSError as e:
+            line, why = "", str(e)
+        else:
+            why = "it exited"
+        if not line:
+            self._end_child()
+            return TrackingError(f"the attribution upload worker failed ({why}); the steps stay in the spool")
+        reply = json.loads(line)
+        if reply.get("ok"):
+            return None
+        return TrackingUnavailableError(reply.get("error") or "upload failed")
+
+    def _end_child(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            try:
+                child.stdin.close()  # end of input: the child ends after its current pass
+            except OSError:
+                pass
 
     def _note(self, failure: BaseException | None) -> None:
         if failure is not None and not self.failing:

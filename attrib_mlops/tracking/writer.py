@@ -39,19 +39,13 @@ Outages cost time: each failing request waits for MLflow's HTTP retries. Set
 (e.g. 0 and 5) for training jobs that must not stall; after one failure a
 ``log_step`` call makes no further request.
 
-``background=True`` (what the training callbacks use) moves step 4 off the caller's
-thread: ``log_step`` computes the metrics, stages the step (its ``view.html`` is
-rendered later, by the worker) and returns at once; a
-:class:`~attrib_mlops.tracking.uploader.BackgroundUploader` thread commits the spool
-in order, so training does not wait for MLflow. ``StepSummary.logged`` is then False
-and ``queued`` True; the step is committed once the worker has uploaded it.
-
-:meth:`close` (end of training) waits at most ``flush_timeout_s`` seconds (default 10)
-for the upload; what is left stays in the spool, one warning line says so and how it
-will be uploaded: by the next writer on the same run (a resumed training), or by
-``attrib-mlops sync``. Commits of one run's spool are serialised by a lock file
-``<spool_dir>/.<run_id>.lock``, so ``sync`` and a live writer never upload the same
-entry twice.
+``background=True`` (the training callbacks' default) moves step 4 and the rendering
+of ``view.html`` off the caller: ``log_step`` computes the metrics, stages the step and
+returns (``StepSummary.queued``); a :class:`~attrib_mlops.tracking.uploader.BackgroundUploader`
+commits the spool in order. :meth:`close` waits at most ``flush_timeout_s`` seconds
+(default 10); what is left stays in the spool and one warning line says how it will be
+uploaded (the next writer on the run, or ``attrib-mlops sync``). Commits of one run's
+spool are serialised by the lock file ``<spool_dir>/.<run_id>.lock``.
 """
 
 from __future__ import annotations
@@ -136,7 +130,8 @@ class AttributionWriter:
         keep_float32: also store float32 matrices in the Parquet files (``matrix_f32``).
         max_html_samples: samples included in ``view.html``.
         row_group_size: Parquet row group size (rows).
-        background: upload in a background thread; ``log_step`` only stages (see the module docstring).
+        background: upload in the background; ``log_step`` only stages (see the module docstring).
+            ``True`` or ``"process"``: in a child process (no GIL shared with training); ``"thread"``.
         flush_timeout_s: how long :meth:`close` waits for pending uploads before leaving them in the spool.
 
     Example:
@@ -159,7 +154,7 @@ class AttributionWriter:
         keep_float32: bool = False,
         max_html_samples: int = DEFAULT_MAX_SAMPLES,
         row_group_size: int = 32,
-        background: bool = False,
+        background: bool | str = False,
         flush_timeout_s: float = 10.0,
     ) -> None:
         if not run_id or not isinstance(run_id, str):
@@ -192,8 +187,10 @@ class AttributionWriter:
         self.flush_timeout_s = float(flush_timeout_s)
         self._lock = threading.RLock()  # one commit pass at a time in this process (worker or caller)
         self._view_inputs: dict[str, dict] = {}  # deferred views: spool entry -> {(model, method): results}
-        self._uploader = BackgroundUploader(self) if background else None
-        self._last_pass_refreshed = False
+        if background not in (False, True, "thread", "process"):
+            raise InputError(f"background must be False, True, 'thread' or 'process', got {background!r}")
+        self._uploader = BackgroundUploader(self, process=background != "thread") if background else None
+        self._refresh_each_pass = background is not False  # set by the upload worker too
 
     # ================================================================= public API
     def log_probe_set(self, probe: ProbeSet | Sequence[Mapping[str, Any]] | Any) -> None:
@@ -447,7 +444,7 @@ class AttributionWriter:
 
         panels = {(model, m): rs for m, rs in groups.items()}
         entry = self.spool.stage(step, model, build)
-        if defer_view:
+        if defer_view and not (self._uploader and self._uploader.process):  # a thread can use them
             self._view_inputs[str(entry)] = panels
         return entry
 
@@ -474,7 +471,7 @@ class AttributionWriter:
                 return None
             try:
                 with FileLock(str(self.spool_root / f".{self.run_id}.lock"), timeout=30):
-                    if self._uploader is not None:  # another process may have committed since: read it again
+                    if self._refresh_each_pass:  # another process may have committed since: read it again
                         self._manifest = None
                     commit_pending(self)
             except Timeout:

@@ -75,13 +75,13 @@ def sync_cmd(
             raise fail(f"run {rid} is not in the tracking store {uri}: give the --tracking-uri the training "
                        "logged to") from None
         writer = AttributionWriter(client, rid, spool_dir=root, strict=True)
-        n = len(writer.pending())
-        with err_console.status(f"run {rid}: uploading {n} spooled entr{'y' if n == 1 else 'ies'}"):
+        n = len(writer.spool.entries())
+        with err_console.status(f"run {rid}: uploading {n} spooled step entr{'y' if n == 1 else 'ies'}"):
             try:
                 writer.flush()
             except TrackingError as e:
-                left = len(writer.pending())
+                left = len(writer.spool.entries())
                 raise fail(f"run {rid}: {left} of {n} spooled entries not uploaded ({str(e)[:200]}); they stay in "
                            f"{writer.spool_dir}, run the command again") from None
-        console.print(f"run {escape(rid)}: uploaded {n} spooled entr{'y' if n == 1 else 'ies'} to {escape(uri)}",
+        console.print(f"run {escape(rid)}: uploaded {n} spooled step entr{'y' if n == 1 else 'ies'} to {escape(uri)}",
                       soft_wrap=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import threading
 import time
 from typing import Any
@@ -103,6 +104,7 @@ class BackgroundUploader:
                     if not self._cv.wait(self.retry_s if self.failing else None) and self.failing:
                         self._asked += 1  # periodic retry during an outage
                 if self._stopping and self._served >= self._asked:
+                    self._end_child()
                     return
                 request = self._asked
             try:
@@ -122,7 +124,6 @@ class BackgroundUploader:
     def _child_pass(self) -> BaseException | None:
         """One pass in the child process (started, or restarted after it died, on demand)."""
         import json
-        import subprocess
 
         from attrib_mlops.tracking.errors import TrackingError, TrackingUnavailableError
         from attrib_mlops.tracking.upload_worker import command
@@ -155,12 +156,13 @@ class BackgroundUploader:
         if child is not None:
             try:
                 child.stdin.close()  # end of input: the child ends after its current pass
-            except OSError:
+                child.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
                 pass
 
     def _note(self, failure: BaseException | None) -> None:
         if failure is not None and not self.failing:
-            n = len(self._writer.pending())
+            n = len(self._writer.spool.entries())
             self._writer._report(failure, f"{n} step entr{'y' if n == 1 else 'ies'} kept in "
                                  f"{self._writer.spool_dir}, uploading in the background", fail_strict=False)
         elif failure is None and self.failing:

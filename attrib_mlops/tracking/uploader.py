@@ -84,6 +84,31 @@ class BackgroundUploader:
                 self._cv.wait(left)
             return self.last_failure is None
 
+    def drain(self, timeout: float, pending: Any) -> bool:
+        """Wait for a full pass over the spool, giving up after ``timeout`` seconds without progress.
+
+        Args:
+            timeout: seconds; the clock restarts whenever ``pending()`` (the number of
+                entries left) has gone down, so a slow but working upload is not abandoned
+                while an unreachable server costs at most ``timeout``.
+            pending: callable returning the number of entries left.
+
+        Returns:
+            True when a pass finished without failure.
+        """
+        request = self.kick()
+        last, deadline = pending(), time.monotonic() + timeout
+        while True:
+            if self.wait(deadline - time.monotonic(), request=request):
+                return True
+            with self._cv:
+                if self._served >= request:  # the pass ended with a failure
+                    return False
+            n = pending()
+            if n >= last:
+                return False
+            last, deadline = n, time.monotonic() + timeout
+
     def stop(self) -> None:
         """Let the thread end after its current request (it is a daemon: it never keeps the process alive)."""
         with self._cv:

@@ -364,14 +364,15 @@ class AttributionWriter:
         return self.spool.pending()
 
     def close(self, timeout: float | None = None, hint: str | None = None) -> bool:
-        """End of training: upload what is pending, waiting at most ``timeout`` (default ``flush_timeout_s``) s.
+        """End of training: upload what is pending, giving up after ``timeout`` s (default ``flush_timeout_s``)
+        without progress (an unreachable server costs at most that; a working upload is not cut off).
 
-        What cannot be uploaded in time stays in the spool, and ONE warning line says how it
-        will be uploaded (by the next writer on this run, or ``attrib-mlops sync``); ``strict=True``
+        What is not uploaded stays in the spool, and ONE warning line says how it will be
+        uploaded (by the next writer on this run, or ``attrib-mlops sync``); ``strict=True``
         raises :class:`TrackingUnavailableError` with that line instead.
 
         Args:
-            timeout: seconds to wait for the upload.
+            timeout: seconds to wait without progress.
             hint: the ``--tracking-uri`` the sync command line should name (default: the client's).
 
         Returns:
@@ -379,18 +380,20 @@ class AttributionWriter:
         """
         timeout = self.flush_timeout_s if timeout is None else float(timeout)
         t0 = time.monotonic()
-        uploader = self._uploader or BackgroundUploader(self)  # a bounded wait needs the commit off this thread
+        if not self.pending():
+            return True
+        uploader = self._uploader or BackgroundUploader(self, process=False)  # bounded: commit off this thread
         with quiet(logger):  # the one line below replaces the per-failure warnings
-            done = uploader.wait(timeout) and not self.pending()
+            done = uploader.drain(timeout, lambda: len(self.pending())) and not self.pending()
         uploader.stop()
         if done:
             return True
         n = len(self.spool.entries())
         what = f"{n} step entr{'y' if n == 1 else 'ies'}" + (" and the probe set" if self.spool.probe_path.exists()
                                                               else "")
-        why = "tracking server unreachable" if uploader.failing else "upload still running"
+        why = "upload still running" if uploader.busy else "tracking server unreachable"
         uri = hint or getattr(self.client, "tracking_uri", None) or "<tracking uri>"
-        msg = (f"attribution: {what} of run {self.run_id} not uploaded within "
+        msg = (f"attribution: {what} of run {self.run_id} not uploaded after "
                f"{time.monotonic() - t0:.0f} s ({why}); kept in {self.spool_dir}, uploaded when a writer on this "
                f"run starts again (e.g. a resumed training) or by: attrib-mlops sync {self.spool_root} "
                f"--run-id {self.run_id} --tracking-uri {redact(uri)}")

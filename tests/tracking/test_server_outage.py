@@ -91,7 +91,7 @@ def test_training_survives_server_outage(server, tiny, tmp_path):
     model = copy.deepcopy(model)
     probe = [{"id": "a", "prompt": "w1 w2 w3", "target": " w4"}, {"id": "b", "prompt": "w5 w6", "target": " w7 w8"}]
     mon = AttributionMonitor(probe, tok, ["saliency"], tracking_uri=uri, run_id=run_id,
-                             spool_dir=tmp_path / "spool")
+                             spool_dir=tmp_path / "spool", flush_timeout_s=120)  # the outage is mid-training here
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     ids = torch.randint(4, 40, (4, 8), generator=torch.Generator().manual_seed(0))
     losses = []

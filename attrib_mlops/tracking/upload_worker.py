@@ -5,13 +5,15 @@ training process it would compete with training for the GIL. The
 :class:`~attrib_mlops.tracking.uploader.BackgroundUploader` therefore runs it here, in
 ``python -m attrib_mlops.tracking.upload_worker``, started once per writer. Protocol:
 one command per line on stdin (``flush``: one commit pass over the spool, ``stop``),
-one JSON reply per pass on stdout: ``{"ok": bool, "error": str | null}``. End of stdin
+one JSON line ``{"ready": true}`` once started, then one reply per pass on stdout:
+``{"ok": bool, "error": str | null}``. End of stdin
 (the parent ended) stops the worker after its current pass; everything it did not
 commit stays in the spool. Anything else the process prints goes to stderr.
 
 Example:
     $ echo flush | python -m attrib_mlops.tracking.upload_worker --tracking-uri sqlite:///mlflow.db \\
           --run-id <run> --spool-dir ~/.cache/attrib-mlops/spool
+    {"ready": true}
     {"ok": true, "error": null}
 """
 
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     writer = AttributionWriter(MlflowClient(tracking_uri=args.tracking_uri), args.run_id, args.artifact_root,
                                spool_dir=args.spool_dir, k=args.k, max_html_samples=args.max_html_samples)
     writer._refresh_each_pass = True  # the parent, ``attrib-mlops sync`` or another writer may commit too
+    replies.write(json.dumps({"ready": True}) + "\n")  # imports done: the parent's patience starts now
+    replies.flush()
     for line in sys.stdin:
         if line.strip() != "flush":
             break

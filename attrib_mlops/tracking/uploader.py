@@ -46,6 +46,8 @@ class BackgroundUploader:
     def __init__(self, writer: Any, retry_s: float = 30.0, process: bool = True) -> None:
         self._writer = writer
         self.process = bool(process)
+        self.idle_s = 120.0
+        self.started = 0  # worker processes that reported ready (progress for :meth:`drain`)
         self._child: Any = None
         self.retry_s = float(retry_s)
         self._cv = threading.Condition()
@@ -89,25 +91,25 @@ class BackgroundUploader:
 
         Args:
             timeout: seconds; the clock restarts whenever ``pending()`` (the number of
-                entries left) has gone down, so a slow but working upload is not abandoned
-                while an unreachable server costs at most ``timeout``.
+                entries left) has gone down or a worker process has started, so a slow but
+                working upload is not abandoned while an unreachable server costs at most ``timeout``.
             pending: callable returning the number of entries left.
 
         Returns:
             True when a pass finished without failure.
         """
         request = self.kick()
-        last, deadline = pending(), time.monotonic() + timeout
+        last, deadline = (pending(), self.started), time.monotonic() + timeout
         while True:
             if self.wait(deadline - time.monotonic(), request=request):
                 return True
             with self._cv:
                 if self._served >= request:  # the pass ended with a failure
                     return False
-            n = pending()
-            if n >= last:
+            now = (pending(), self.started)
+            if now[0] >= last[0] and now[1] == last[1]:  # nothing committed, no worker started
                 return False
-            last, deadline = n, time.monotonic() + timeout
+            last, deadline = now, time.monotonic() + timeout
 
     def stop(self) -> None:
         """Let the thread end after its current request (it is a daemon: it never keeps the process alive)."""
@@ -126,8 +128,11 @@ class BackgroundUploader:
         while True:
             with self._cv:
                 while self._served >= self._asked and not self._stopping:
-                    if not self._cv.wait(self.retry_s if self.failing else None) and self.failing:
-                        self._asked += 1  # periodic retry during an outage
+                    if not self._cv.wait(self.retry_s if self.failing else self.idle_s):
+                        if self.failing:
+                            self._asked += 1  # periodic retry during an outage
+                        else:
+                            self._end_child()  # idle: free the worker process (it restarts on demand)
                 if self._stopping and self._served >= self._asked:
                     self._end_child()
                     return
@@ -160,6 +165,8 @@ class BackgroundUploader:
                 command(uri, w.run_id, str(w.spool_root), w.artifact_root, w.k, w.max_html_samples),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8",
                 env={**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+            if self._child.stdout.readline():  # {"ready": true}: started (slow on a loaded machine)
+                self.started += 1
         try:
             self._child.stdin.write("flush\n")
             self._child.stdin.flush()

@@ -139,7 +139,7 @@ def test_server_down_at_start(tmp_path, tiny, monkeypatch):
     model, tok = tiny
     probe = [{"id": "a", "prompt": "w1 w2 w3", "target": " w4"}]
     mon = AttributionMonitor(probe, tok, ["attention"], tracking_uri=uri, experiment_name="late",
-                             spool_dir=tmp_path / "spool")
+                             spool_dir=tmp_path / "spool", flush_timeout_s=120)  # not about the bound
     assert mon.log(model, 1) is True  # nothing to talk to: kept, training goes on
     assert mon.run_id is None
     srv.start()

@@ -4,7 +4,7 @@ with its background uploader (the default).
 Run:  python benchmarks/callback_overhead.py [--steps 600] [--log-every 100] [--repeats 3]
 
 Trains the demo's tiny GPT-2 on the key-value task with the same seed in three modes,
-interleaved (plain, inline, background, plain, inline, background, ...) so that a
+interleaved (after one warm-up run; the order rotates between repeats) so that a
 machine whose load changes affects every mode alike:
 
 * ``plain``: no callback;
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import statistics
 import tempfile
 import time
@@ -59,6 +60,8 @@ def main() -> None:
     data = train_data("clean", cfg)
     probe = probe_set(n=cfg.n_probe, shortcut=True)
     times: dict[str, list[float]] = {m: [] for m in args.modes}
+    cpu: dict[str, list[float]] = {m: [] for m in args.modes}  # CPU s of this process (all threads)
+    child_cpu: dict[str, list[float]] = {m: [] for m in args.modes}  # CPU s of the upload worker processes
     losses: dict[str, list[list[float]]] = {m: [] for m in args.modes}
     attrib: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,10 +78,16 @@ def main() -> None:
                                            on_save=False, run_id=run_id, tracking_uri=uri,
                                            spool_dir=f"{tmp}/spool", background_upload=mode == "background")]
             model, tok = build_tiny_model(keyvalue_vocab(), **DEFAULT_MODEL)
-            t = time.perf_counter()
+            ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t, c = time.perf_counter(), time.process_time()
             res = train_keyvalue(model, tok, data, max_steps=args.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                                  seed=0, logging_steps=25, callbacks=cbs)
             dt = time.perf_counter() - t
+            cpu[mode].append(time.process_time() - c)
+            if cbs:
+                cbs[0].monitor._writer._uploader and cbs[0].monitor._writer._uploader._end_child()
+            ch2 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            child_cpu[mode].append(ch2.ru_utime + ch2.ru_stime - ch.ru_utime - ch.ru_stime)
             losses[mode].append([h["loss"] for h in res["loss_history"]])
             if cbs:
                 attrib.extend(cbs[0].monitor.costs)
@@ -88,11 +97,18 @@ def main() -> None:
 
         print(f"training {args.steps} steps, attribution every {args.log_every} steps "
               f"({len(probe)} samples x {len(args.methods)} methods), {args.repeats} interleaved repeats")
+        train("plain")  # warm-up (first-use costs of torch and the tokenizer), not counted
+        for m in args.modes:
+            times[m], cpu[m], child_cpu[m], losses[m] = [], [], [], losses[m][:0]
         for rep in range(args.repeats):
-            row = {m: train(m) for m in args.modes}
+            k = rep % len(args.modes)  # rotate the order so no mode always runs first
+            row = {m: train(m) for m in args.modes[k:] + args.modes[:k]}
+            row = {m: row[m] for m in args.modes}
             for m, v in row.items():
                 times[m].append(v)
             ratios = "  ".join(f"{m} {row[m] / row['plain']:.3f}" for m in args.modes if "plain" in row)
+            print(f"  repeat {rep + 1} CPU s (training process; upload worker process): "
+                  + "  ".join(f"{m} {cpu[m][-1]:.1f}; {child_cpu[m][-1]:.1f}" for m in args.modes))
             print(f"  repeat {rep + 1}: " + "  ".join(f"{m} {v:6.1f} s" for m, v in row.items())
                   + (f"   (ratio to plain: {ratios})" if ratios else ""))
     med = {m: statistics.median(v) for m, v in times.items()}
@@ -103,6 +119,12 @@ def main() -> None:
                 per = sorted(a / b for a, b in zip(times[m], times["plain"]))
                 print(f"  {m:10s}: {med[m] / med['plain'] - 1:+.1%} wall time vs plain (median of medians); "
                       f"per-repeat ratios {', '.join(f'{r:.3f}' for r in per)}")
+    if "plain" in med:
+        for m in args.modes:
+            if m != "plain":
+                r = statistics.median(cpu[m]) / statistics.median(cpu["plain"]) - 1
+                print(f"  {m:10s}: {r:+.1%} CPU time of the training process vs plain (median); the upload "
+                      f"worker process used {statistics.median(child_cpu[m]):.1f} CPU s (median)")
     if attrib:
         print(f"attribution compute: {statistics.median(attrib):.2f} s per event (median)")
     ref = next(iter(losses.values()))[0]

@@ -76,31 +76,11 @@ def _is_constant(x: np.ndarray) -> bool:
     return x.size < 2 or bool(np.ptp(x) == 0)
 
 
-def _average_ranks(v: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing their average rank (what ``scipy.stats.rankdata`` returns)."""
-    order = np.argsort(v, kind="mergesort")
-    s = v[order]
-    first = np.r_[True, s[1:] != s[:-1]]
-    dense = np.cumsum(first)[np.argsort(order, kind="mergesort")]
-    bounds = np.r_[np.nonzero(first)[0], v.size]
-    return 0.5 * (bounds[dense] + bounds[dense - 1] + 1)
-
-
-def _statistic(fn: Callable, x: np.ndarray, y: np.ndarray) -> float:
-    """``fn(x, y).statistic``; Spearman's rho computed directly (Pearson of average ranks, as scipy
-    defines it, equal to scipy's value within 1e-15) since scipy's overhead dominates per-step logging."""
-    if fn is stats.spearmanr:
-        rx, ry = _average_ranks(x), _average_ranks(y)
-        rx, ry = rx - rx.mean(), ry - ry.mean()
-        return max(-1.0, min(1.0, float(rx @ ry) / math.sqrt(float(rx @ rx) * float(ry @ ry))))
-    return float(fn(x, y).statistic)
-
-
 def _rank_corr(a: VectorLike, b: VectorLike, fn: Callable, what: str) -> float:
     x, y = _paired(a, b, what)
     if x.size < 2 or _is_constant(x) or _is_constant(y):
         return math.nan
-    return _statistic(fn, x, y)
+    return float(fn(x, y).statistic)
 
 
 def _robust_rank_corr(a: np.ndarray, b: np.ndarray, fn: Callable, what: str) -> float:
@@ -115,7 +95,7 @@ def _robust_rank_corr(a: np.ndarray, b: np.ndarray, fn: Callable, what: str) -> 
     cx, cy = _is_constant(x), _is_constant(y)
     if cx or cy:
         return 1.0 if cx and cy else 0.0
-    return _statistic(fn, x, y)
+    return float(fn(x, y).statistic)
 
 
 def _topk_indices(x: np.ndarray, k: int) -> set[int]:

@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--max-html-samples", type=int, default=50)
     args = ap.parse_args(argv)
+    if hasattr(os, "nice"):  # uploads yield the CPU to training (whose threads may use every core)
+        os.nice(19)
     replies = os.fdopen(os.dup(1), "w", encoding="utf-8")  # the protocol's channel ...
     os.dup2(2, 1)  # ... and whatever else is printed goes to stderr
     sys.stdout = sys.stderr

@@ -11,8 +11,11 @@ What it guarantees:
   gradients, RNG streams: see ``engines.prep.model_guard``), so training with
   the monitor produces the same losses as without;
 * attribution failures are logged and skipped (``strict=True`` raises);
-* tracking outages never stop training: the writer spools steps locally and
-  uploads them on the next successful step or at :meth:`close`;
+* logging does not hold training up: each step is staged in a local spool (the
+  crash-safe copy) and a background thread uploads it (``background_upload``);
+* tracking outages never stop training: spooled steps are uploaded when the
+  server answers again; :meth:`close` waits at most ``flush_timeout_s`` for them
+  and says in one line how the rest will be uploaded (``attrib-mlops sync``);
 * a step already logged is not logged again (after a resume too, via
   :meth:`state_dict` / :meth:`load_state_dict`);
 * the cost of each event is logged (``attrib/cost_seconds``) and reported.
@@ -83,6 +86,10 @@ class AttributionMonitor:
         sources: context sources at every event (``attrib/sources/...`` metrics; ablation ground
             truth, AT2 refits and scores, opt-in faithfulness): True, a splitter name or a dict of
             :class:`~attrib_mlops.callbacks.sources.SourceTracking` keys. Off by default.
+        background_upload: upload steps in a background worker while training goes on
+            (default: a low-priority child process); False uploads inside :meth:`log`.
+        flush_timeout_s: at :meth:`close`, wait at most this long for pending uploads; the
+            rest stays in the spool (uploaded by the next writer on the run or ``attrib-mlops sync``).
 
     Example:
         >>> mon = AttributionMonitor(["a b c"], tok, methods=["saliency"])   # doctest: +SKIP
@@ -111,6 +118,8 @@ class AttributionMonitor:
         check_policy: Any = None,
         stop_on_regression: bool = False,
         sources: Any = None,
+        background_upload: bool = True,
+        flush_timeout_s: float = 10.0,
     ) -> None:
         from ..api import resolve_engine
 
@@ -131,6 +140,10 @@ class AttributionMonitor:
         self.model_name = model_name
         self.strict = strict
         self.spool_dir = spool_dir
+        if not isinstance(flush_timeout_s, (int, float)) or not flush_timeout_s >= 0:
+            raise InputError(f"flush_timeout_s must be a number of seconds >= 0, got {flush_timeout_s!r}")
+        self.background_upload = bool(background_upload)
+        self.flush_timeout_s = float(flush_timeout_s)
         self.logged_steps: set[int] = set()
         self.costs: list[float] = []
         self.failures: list[tuple[int, str]] = []
@@ -179,7 +192,8 @@ class AttributionMonitor:
                                    experiment=self.experiment_name, run_name=f"attrib-{int(time.time())}")
         self._client, self.run_id, self._own_run = handle.client, handle.run_id, handle.created
         self._writer = AttributionWriter(
-            self._client, run_id=self.run_id, spool_dir=self.spool_dir, strict=self.strict
+            self._client, run_id=self.run_id, spool_dir=self.spool_dir, strict=self.strict,
+            background=self.background_upload, flush_timeout_s=self.flush_timeout_s,
         )
         self._writer.log_probe_set(self.probe)
 
@@ -293,7 +307,7 @@ class AttributionMonitor:
             )
             self._pending.pop(0)
             self.costs.append(cost)
-            if not summary.logged:
+            if not summary.logged and not summary.queued:
                 online = False
 
     def _targets(self) -> list[str] | None:
@@ -305,9 +319,10 @@ class AttributionMonitor:
         return None
 
     def close(self, status: str | None = None) -> None:
-        """Upload anything kept locally; end the run if we created it.
+        """Upload anything kept locally (waiting at most ``flush_timeout_s``); end the run if we created it.
 
-        If the tracking server still cannot be reached, steps that were never
+        Steps of the run not uploaded in time stay in the spool (one warning line says how
+        they will be uploaded). If the tracking server still cannot be reached, steps that were never
         assigned to a run are saved as JSON lines under ``spool_dir`` (or the
         default spool) and the path is reported; nothing is dropped.
         """
@@ -315,13 +330,7 @@ class AttributionMonitor:
             if self._pending:
                 self._drain()
             if self._writer is not None:
-                ok = self._writer.flush()
-                if not ok:
-                    logger.warning(
-                        "some attribution steps could not be uploaded yet; they stay in %s and are uploaded by the "
-                        "next writer on this run",
-                        self._writer.spool_dir,
-                    )
+                self._writer.close(hint=self.tracking_uri)
             if self._own_run and self._client is not None and self._reachable():
                 self._client.set_terminated(self.run_id, status or "FINISHED")
         except Exception as e:  # noqa: BLE001

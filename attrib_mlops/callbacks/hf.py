@@ -72,6 +72,9 @@ class AttributionCallback(TrainerCallback, ExportableState):
             AT2 refits at chosen checkpoints, opt-in faithfulness metrics. Off by default.
         training_data: also build the training-data index at each save, logged to the same run
             (see :class:`~attrib_mlops.callbacks.training_data_hf.TrainingIndexCallback`).
+        background_upload, flush_timeout_s: upload in a background worker while training
+            goes on; at train end wait at most ``flush_timeout_s`` seconds for the uploads
+            (see :class:`~attrib_mlops.callbacks.AttributionMonitor`).
     """
 
     def __init__(
@@ -97,6 +100,8 @@ class AttributionCallback(TrainerCallback, ExportableState):
         stop_on_regression: bool = False,
         sources: Any = None,
         training_data: Any = None,
+        background_upload: bool = True,
+        flush_timeout_s: float = 10.0,
     ) -> None:
         if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
             raise InputError(f"every_n_steps must be a positive integer or None, got {every_n_steps!r}")
@@ -122,6 +127,8 @@ class AttributionCallback(TrainerCallback, ExportableState):
             check_policy=check_policy,
             stop_on_regression=stop_on_regression,
             sources=sources,
+            background_upload=background_upload,
+            flush_timeout_s=flush_timeout_s,
         )
         self.training_index = None
         if training_data is not None:  # training-data index at each save: its own module
@@ -139,6 +146,7 @@ class AttributionCallback(TrainerCallback, ExportableState):
             "baseline_run": baseline_run, "check_policy": _json_policy(check_policy),
             "stop_on_regression": stop_on_regression,
             "sources": self.monitor.sources.config.model_dump(mode="json") if self.monitor.sources else None,
+            "background_upload": background_upload, "flush_timeout_s": flush_timeout_s,
         }
 
     # --------------------------------------------------------------- state

@@ -17,5 +17,6 @@ from . import check  # noqa: E402, F401
 from . import dashboard  # noqa: E402, F401
 from . import serve  # noqa: E402, F401
 from . import tda  # noqa: E402, F401
+from . import sync  # noqa: E402, F401
 
 __all__ = ["app", "console", "err_console", "cli_errors", "fail", "metrics_table", "table_metrics", "EXIT_USER_ERROR"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +21,7 @@ from attrib_mlops.tracking.errors import is_unreachable
 from attrib_mlops.tracking.kinds import StorageKind
 from attrib_mlops.tracking.spool import write_json
 
-__all__ = ["SUMMARY_FORMAT", "summary_doc", "view_title", "write_documents", "merge_into"]
+__all__ = ["SUMMARY_FORMAT", "summary_doc", "view_title", "paths", "write_view", "write_documents", "merge_into"]
 
 logger = logging.getLogger("attrib_mlops.tracking.writer")
 
@@ -37,19 +38,30 @@ def view_title(step: int) -> str:
     return f"Attribution · step {step}"
 
 
-def _paths(kind: StorageKind, files: Path, step: int) -> tuple[Path, Path]:
+def paths(kind: StorageKind, files: Path, step: int) -> tuple[Path, Path]:
     """Local paths of the kind's summary and view inside a staged ``files/`` directory."""
     step_prefix = L.join(L.STEPS_DIR, L.step_dirname(step))
     rel = lambda p: p[len(step_prefix) + 1:]  # noqa: E731 - relative to the step directory
     return files / rel(kind.summary_relpath(step)), files / rel(kind.view_relpath(step))
 
 
+def write_view(kind: StorageKind, view: Path, panels: Mapping[tuple[str, str], list[Any]], meta: dict[str, Any],
+               step: int) -> None:
+    """Render the kind's view of ``panels`` to ``view`` (through a temporary file, so it appears whole)."""
+    tmp = view.with_name(f".{view.name}.tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(kind.render(panels, meta, view_title(step)), encoding="utf-8")
+    os.replace(tmp, view)
+
+
 def write_documents(kind: StorageKind, files: Path, step: int, k: int, model: str, section: dict[str, Any],
-                    panels: Mapping[tuple[str, str], list[Any]], meta: dict[str, Any]) -> None:
-    """Stage the summary (this model's ``section``) and the view (``panels``) of one ``log_step`` call."""
-    summary, view = _paths(kind, files, step)
+                    panels: Mapping[tuple[str, str], list[Any]], meta: dict[str, Any], *, view: bool = True) -> None:
+    """Stage the summary (this model's ``section``) and, unless ``view=False``, the view (``panels``) of one
+    ``log_step`` call (the background uploader renders a deferred view before the upload)."""
+    summary, view_path = paths(kind, files, step)
     write_json(summary_doc(kind, step, k, {model: section}), summary)
-    view.write_text(kind.render(panels, meta, view_title(step)), encoding="utf-8")
+    if view:
+        write_view(kind, view_path, panels, meta, step)
 
 
 def merge_into(client: Any, run_id: str, root: str, kind: StorageKind, step: int, k: int, model: str,
@@ -64,7 +76,7 @@ def merge_into(client: Any, run_id: str, root: str, kind: StorageKind, step: int
         others: ``{(model, method): artifact relpath}`` already listed for this step and kind.
         meta: the view's metadata (step, run id, probe samples, sample cap).
     """
-    summary_path, view_path = _paths(kind, files, step)
+    summary_path, view_path = paths(kind, files, step)
     with tempfile.TemporaryDirectory(prefix="attrib-mlops-merge-") as tmp:
         try:
             local = client.download_artifacts(run_id, L.join(root, kind.summary_relpath(step)), tmp)

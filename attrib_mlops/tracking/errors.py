@@ -15,6 +15,7 @@ __all__ = [
     "TrackingError",
     "SchemaVersionError",
     "TrackingUnavailableError",
+    "IntegrityError",
     "is_unreachable",
     "newer_schema",
     "is_tracking_failure",
@@ -27,6 +28,10 @@ class TrackingError(AttribError):
 
 class SchemaVersionError(TrackingError):
     """A run written with a newer storage schema than this reader understands."""
+
+
+class IntegrityError(TrackingError):
+    """An artifact file whose bytes no longer match the content hash recorded when it was logged."""
 
 
 class TrackingUnavailableError(TrackingError):

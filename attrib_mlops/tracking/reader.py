@@ -14,7 +14,9 @@ cache directory keyed by run, revision and artifact path.
 
 Broken artifacts never hide the rest: a corrupt or foreign file makes only
 the call that needs it raise :class:`TrackingError` naming the run, the file
-and the reason; :meth:`problems` lists such files, and :meth:`steps` still
+and the reason (:class:`IntegrityError` when its bytes differ from the SHA-256
+the manifest recorded, see :mod:`.integrity`; steps logged before hashes
+existed are read unchecked); :meth:`problems` lists such files, and :meth:`steps` still
 lists every well-formed step.
 """
 
@@ -36,8 +38,9 @@ from attrib_mlops.errors import InputError
 from attrib_mlops.result import AttributionResult
 from attrib_mlops.tracking import layout as L
 from attrib_mlops.tracking import manifest as M
-from attrib_mlops.tracking.errors import SchemaVersionError, TrackingError, is_unreachable, newer_schema
+from attrib_mlops.tracking.errors import IntegrityError, SchemaVersionError, TrackingError, is_unreachable, newer_schema
 from attrib_mlops.tracking.estimators import EstimatorReading
+from attrib_mlops.tracking.integrity import Verifier, expected_hash
 from attrib_mlops.tracking.kinds import DEFAULT_KIND, StorageKind, get_kind, kind_names
 
 __all__ = ["AttributionReader", "RunInfo", "MetricPoint"]
@@ -115,6 +118,7 @@ class AttributionReader(EstimatorReading):
         self.cache_dir = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="attrib-mlops-reader-"))
         self._runs: dict[str, _RunState] = {}
         self._summaries: dict[tuple[str, int, int, str], dict[str, Any]] = {}
+        self._verifier = Verifier()
 
     # ================================================================ listing
     def list_runs(self, experiment_ids: Sequence[str] | None = None, max_results: int | None = None) -> list[RunInfo]:
@@ -346,7 +350,7 @@ class AttributionReader(EstimatorReading):
 
     def _read_file(self, run_id: str, path: str, read: Any, *args: Any) -> Any:
         """``read(local file, *args)`` of an artifact; a broken file is recorded as a problem of the run."""
-        local = self._fetch(run_id, path)
+        local = self._verified(run_id, path, self._fetch(run_id, path))
         try:
             return read(local, *args)
         except SchemaVersionError:
@@ -363,7 +367,7 @@ class AttributionReader(EstimatorReading):
         if key in self._summaries:
             return self._summaries[key]
         path = L.join(self._state(run_id).root, (k.entry(record) or {}).get("summary") or k.summary_relpath(step))
-        local = self._fetch(run_id, path, revision=rev)
+        local = self._verified(run_id, path, self._fetch(run_id, path, revision=rev))
         try:
             doc = json.loads(Path(local).read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -380,7 +384,26 @@ class AttributionReader(EstimatorReading):
         k = self._kind(run_id, kind)
         record = self._step_entry(run_id, step)
         path = L.join(self._state(run_id).root, (k.entry(record) or {}).get("view") or k.view_relpath(step))
-        return self._fetch(run_id, path, revision=int(record.get("revision", 1)))
+        return self._verified(run_id, path, self._fetch(run_id, path, revision=int(record.get("revision", 1))))
+
+    def _verified(self, run_id: str, path: str, local: Path) -> Path:
+        """``local`` once its bytes match the hash the manifest records for ``path`` (none recorded: unchecked).
+
+        A mismatch is checked again against a fresh manifest (a live run may have rewritten a step's
+        summary and view since), then recorded as a problem of the run and raised as :class:`IntegrityError`.
+        """
+        root = self._state(run_id).root or ""
+        rel = path[len(root) + 1:] if root and path.startswith(root + "/") else path
+        for attempt in range(2):
+            try:
+                self._verifier.check(local, expected_hash(self.manifest(run_id, refresh=attempt > 0)["steps"], rel),
+                                     f"run {run_id}: {path}")
+                break
+            except IntegrityError as e:
+                if attempt:
+                    self._state(run_id).problems[path] = _tail(str(e))
+                    raise
+        return local
 
     def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
         """History of one MLflow metric (e.g. ``attrib/saliency/topk_mass``), sorted by step."""

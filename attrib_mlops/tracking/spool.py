@@ -10,7 +10,9 @@ Layout under ``<spool_dir>/<run_id>/``::
 
 An entry directory appears by an atomic rename of a finished temporary directory,
 so a crash never leaves a half-written entry that looks complete; temporary
-directories start with ``.`` and are ignored.
+directories start with ``.`` and are ignored. Staging and dropping entries are
+serialised in the process (the background uploader drops what training stages), so a
+drop never removes a directory an entry is being staged into.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +34,7 @@ __all__ = ["Spool", "default_spool_dir", "write_json", "PROBE_FILE", "ENTRY_FILE
 
 PROBE_FILE = "probe.json"
 ENTRY_FILE = "entry.json"
+_DIRS = threading.RLock()  # creating and removing spool directories
 
 
 def default_spool_dir() -> Path:
@@ -87,27 +92,30 @@ class Spool:
         Returns:
             The entry directory (complete: ``entry.json`` is written last, then the directory is renamed).
         """
-        step_dir = self.dir / L.step_dirname(step)
-        step_dir.mkdir(parents=True, exist_ok=True)
-        seq = 1 + max([int(p.name.split("-", 1)[0]) for p in step_dir.iterdir()
-                       if p.is_dir() and p.name[:3].isdigit()] or [0])
-        name = f"{seq:03d}-{L.safe_name(model)}"
-        tmp = step_dir / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
-        info = build(tmp / "files")
-        write_json(info, tmp / ENTRY_FILE)
-        final = step_dir / name
-        os.replace(tmp, final)
-        return final
+        with _DIRS:
+            step_dir = self.dir / L.step_dirname(step)
+            tmp = step_dir / f".{L.safe_name(model)}.{uuid.uuid4().hex[:8]}.tmp"
+            tmp.mkdir(parents=True)  # from now on no drop (of another process too) removes step_dir
+            info = build(tmp / "files")
+            write_json(info, tmp / ENTRY_FILE)
+            seq = 1 + max([int(p.name.split("-", 1)[0]) for p in step_dir.iterdir()
+                           if p.is_dir() and p.name[:3].isdigit()] or [0])
+            final = step_dir / f"{seq:03d}-{L.safe_name(model)}"
+            os.replace(tmp, final)
+            return final
 
     def entries(self) -> list[Path]:
         """Complete entries, in commit order (step, then call order)."""
         if not self.dir.is_dir():
             return []
-        out = []
-        for step_dir in sorted(p for p in self.dir.iterdir() if p.is_dir() and p.name.isdigit()):
-            out.extend(sorted(p for p in step_dir.iterdir()
-                              if p.is_dir() and not p.name.startswith(".") and (p / ENTRY_FILE).exists()))
-        return out
+        with _DIRS:
+            if not self.dir.is_dir():
+                return []
+            out = []
+            for step_dir in sorted(p for p in self.dir.iterdir() if p.is_dir() and p.name.isdigit()):
+                out.extend(sorted(p for p in step_dir.iterdir()
+                                  if p.is_dir() and not p.name.startswith(".") and (p / ENTRY_FILE).exists()))
+            return out
 
     @staticmethod
     def read(entry: Path) -> dict[str, Any]:
@@ -119,13 +127,16 @@ class Spool:
 
     def drop(self, entry: Path) -> None:
         """Delete a committed entry, and its step and run directories once empty."""
-        shutil.rmtree(entry, ignore_errors=True)
-        for d in (entry.parent, self.dir):
-            try:
-                if d.is_dir() and not any(p for p in d.iterdir() if not p.name.startswith(".")):
-                    shutil.rmtree(d, ignore_errors=True)
-            except OSError:
-                pass
+        with _DIRS:
+            shutil.rmtree(entry, ignore_errors=True)
+            for d in (entry.parent, self.dir):
+                try:
+                    for p in d.iterdir():  # temporaries of a crashed stage (a live one is younger)
+                        if p.name.startswith(".") and p.name.endswith(".tmp") and time.time() - p.stat().st_mtime > 3600:  # noqa: E501
+                            shutil.rmtree(p, ignore_errors=True)
+                    d.rmdir()  # only when empty: a stage in progress (any process) keeps it
+                except OSError:
+                    pass
 
     def pending(self) -> list[Path]:
         """A pending probe set and the pending entries, in commit order."""

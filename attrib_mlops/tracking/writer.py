@@ -38,15 +38,23 @@ Outages cost time: each failing request waits for MLflow's HTTP retries. Set
 ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT`` low
 (e.g. 0 and 5) for training jobs that must not stall; after one failure a
 ``log_step`` call makes no further request.
+
+``background=True`` (the training callbacks' default) moves step 4 and the rendering
+of ``view.html`` off the caller: ``log_step`` computes the metrics, stages the step and
+returns (``StepSummary.queued``); a :class:`~attrib_mlops.tracking.uploader.BackgroundUploader`
+commits the spool in order. :meth:`close` waits at most ``flush_timeout_s`` seconds
+(default 10); what is left stays in the spool and one warning line says how it will be
+uploaded (the next writer on the run, or ``attrib-mlops sync``). Commits of one run's
+spool are serialised by the lock file ``<spool_dir>/.<run_id>.lock``.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,7 +67,7 @@ from attrib_mlops.samples import ProbeSet
 from attrib_mlops.tracking import documents
 from attrib_mlops.tracking import layout as L
 from attrib_mlops.tracking import manifest as M
-from attrib_mlops.tracking.datasets import log_probe_input
+from attrib_mlops.tracking.commit import commit_pending
 from attrib_mlops.tracking.errors import (
     TrackingError,
     TrackingUnavailableError,
@@ -67,11 +75,12 @@ from attrib_mlops.tracking.errors import (
     is_unreachable,
 )
 from attrib_mlops.tracking.html import DEFAULT_MAX_SAMPLES
-from attrib_mlops.tracking.kinds import DEFAULT_KIND, StorageKind, get_kind, kind_of
+from attrib_mlops.tracking.kinds import StorageKind, kind_of
 from attrib_mlops.tracking.logged_models import ModelIds
 from attrib_mlops.tracking.references import References
 from attrib_mlops.tracking.spool import Spool, default_spool_dir
 from attrib_mlops.tracking.step_input import group_by_method, merge_ground_truth, probe_from_results
+from attrib_mlops.tracking.uploader import BackgroundUploader, quiet, redact
 
 __all__ = ["AttributionWriter", "StepSummary", "default_spool_dir", "library_versions"]
 
@@ -89,6 +98,7 @@ class StepSummary:
         agreement: ``{"<m1>_vs_<m2>": mean Spearman, "mean": ...}`` when several methods were given.
         mlflow_metrics: ``{metric key: value}`` of the finite values sent to MLflow.
         logged: True when the step is committed to MLflow (artifacts, manifest, metrics).
+        queued: True when the step is staged and handed to the background uploader (``background=True``).
         spool_path: the spool entry still holding the step when ``logged`` is False.
         skipped_methods: methods dropped because this (step, model, method) was already logged.
     """
@@ -100,6 +110,7 @@ class StepSummary:
     agreement: dict[str, float] = field(default_factory=dict)
     mlflow_metrics: dict[str, float] = field(default_factory=dict)
     logged: bool = False
+    queued: bool = False
     spool_path: Path | None = None
     skipped_methods: list[str] = field(default_factory=list)
 
@@ -119,6 +130,9 @@ class AttributionWriter:
         keep_float32: also store float32 matrices in the Parquet files (``matrix_f32``).
         max_html_samples: samples included in ``view.html``.
         row_group_size: Parquet row group size (rows).
+        background: upload in the background; ``log_step`` only stages (see the module docstring).
+            ``True`` or ``"process"``: in a child process (no GIL shared with training); ``"thread"``.
+        flush_timeout_s: how long :meth:`close` waits for pending uploads before leaving them in the spool.
 
     Example:
         >>> w = AttributionWriter(client, run_id=run.info.run_id, spool_dir=tmp)  # doctest: +SKIP
@@ -140,6 +154,8 @@ class AttributionWriter:
         keep_float32: bool = False,
         max_html_samples: int = DEFAULT_MAX_SAMPLES,
         row_group_size: int = 32,
+        background: bool | str = False,
+        flush_timeout_s: float = 10.0,
     ) -> None:
         if not run_id or not isinstance(run_id, str):
             raise InputError("AttributionWriter needs the run_id of the MLflow run to write to")
@@ -150,6 +166,8 @@ class AttributionWriter:
         root = str(artifact_root).strip("/")
         if not root or ".." in root.split("/"):
             raise InputError(f"artifact_root must be a relative artifact path, got {artifact_root!r}")
+        if not isinstance(flush_timeout_s, (int, float)) or not flush_timeout_s >= 0:
+            raise InputError(f"flush_timeout_s must be a number of seconds >= 0, got {flush_timeout_s!r}")
         self.client = client
         self.run_id = run_id
         self.artifact_root = root
@@ -166,6 +184,13 @@ class AttributionWriter:
         self._probe: dict[str, Any] | None = None
         self._refs = References(client, run_id, root, self.spool)
         self._model_ids = ModelIds(client)
+        self.flush_timeout_s = float(flush_timeout_s)
+        self._lock = threading.RLock()  # one commit pass at a time in this process (worker or caller)
+        self._view_inputs: dict[str, dict] = {}  # deferred views: spool entry -> {(model, method): results}
+        if background not in (False, True, "thread", "process"):
+            raise InputError(f"background must be False, True, 'thread' or 'process', got {background!r}")
+        self._uploader = BackgroundUploader(self, process=background != "thread") if background else None
+        self._refresh_each_pass = background is not False  # set by the upload worker too
 
     # ================================================================= public API
     def log_probe_set(self, probe: ProbeSet | Sequence[Mapping[str, Any]] | Any) -> None:
@@ -195,7 +220,10 @@ class AttributionWriter:
             )
         self._probe = section
         self.spool.save_probe(section)
-        self.flush()
+        if self._uploader is not None:
+            self._uploader.kick()
+        else:
+            self.flush()
 
     def log_step(
         self,
@@ -239,12 +267,13 @@ class AttributionWriter:
             raise InputError("log_step needs at least one AttributionResult")
         kind = kind_of(results)
 
+        background = self._uploader is not None
         if offline:
             failure: BaseException | None = TrackingUnavailableError("tracking server unreachable (health check)")
-        else:
-            failure = self._try_flush()
+        else:  # background: no request on the caller's thread; the manifest is the worker's last copy
+            failure = None if background else self._try_flush()
         online = failure is None
-        if online:
+        if online and not background:
             try:
                 self._server_manifest()
             except Exception as e:  # noqa: BLE001 - classified below
@@ -275,7 +304,7 @@ class AttributionWriter:
             summary.logged = True
             return summary
 
-        refs = self._refs.for_step(kind, self._manifest, step, model, list(groups), fetch=online)
+        refs = self._refs.for_step(kind, self._manifest, step, model, list(groups), fetch=online and not background)
         section = kind.compute(groups, gt, refs, self.k)
         for method, rs in groups.items():
             summary.metrics[method] = section["methods"][method]["metrics"]
@@ -288,8 +317,12 @@ class AttributionWriter:
                      "model_id": model_id or self.model_id, "method": None}
                     for k, v in (extra_metrics or {}).items() if v is not None and math.isfinite(v)]
         summary.mlflow_metrics = {m["key"]: m["value"] for m in metrics}
-        entry = self._stage(kind, step, model, groups, section, metrics)
+        entry = self._stage(kind, step, model, groups, section, metrics, defer_view=background)
         summary.spool_path = entry
+        if background:
+            self._uploader.kick()
+            summary.queued = True
+            return summary
 
         if online:
             failure = self._try_flush()
@@ -300,8 +333,11 @@ class AttributionWriter:
             self._report(failure, f"step {step} kept in {entry}", fail_strict=True)
         return summary
 
-    def flush(self) -> bool:
+    def flush(self, timeout: float | None = None) -> bool:
         """Commit every spooled entry of this run, in step order.
+
+        Args:
+            timeout: with a background uploader, wait at most this many seconds (None: until done).
 
         Returns:
             True when the spool of this run is empty afterwards.
@@ -309,7 +345,13 @@ class AttributionWriter:
         Raises:
             TrackingUnavailableError: only with ``strict=True``.
         """
-        failure = self._try_flush()
+        if self._uploader is not None:
+            done = self._uploader.wait(timeout)
+            failure = self._uploader.last_failure if done or not self._uploader.busy else None
+            if done or failure is None:
+                return done and not self.pending()
+        else:
+            failure = self._try_flush()
         if failure is not None:
             n = len(self.pending())
             self._report(failure, f"{n} pending entr{'y' if n == 1 else 'ies'} (probe set / steps) kept in "
@@ -321,13 +363,50 @@ class AttributionWriter:
         """Spool entries (and a pending probe set) not yet committed, in commit order."""
         return self.spool.pending()
 
-    close = flush
+    def close(self, timeout: float | None = None, hint: str | None = None) -> bool:
+        """End of training: upload what is pending, giving up after ``timeout`` s (default ``flush_timeout_s``)
+        without progress (an unreachable server costs at most that; a working upload is not cut off).
+
+        What is not uploaded stays in the spool, and ONE warning line says how it will be
+        uploaded (by the next writer on this run, or ``attrib-mlops sync``); ``strict=True``
+        raises :class:`TrackingUnavailableError` with that line instead.
+
+        Args:
+            timeout: seconds to wait without progress.
+            hint: the ``--tracking-uri`` the sync command line should name (default: the client's).
+
+        Returns:
+            True when nothing is left in the spool of this run.
+        """
+        timeout = self.flush_timeout_s if timeout is None else float(timeout)
+        t0 = time.monotonic()
+        if not self.pending():
+            return True
+        uploader = self._uploader or BackgroundUploader(self, process=False)  # bounded: commit off this thread
+        with quiet(logger):  # the one line below replaces the per-failure warnings
+            done = uploader.drain(timeout, lambda: len(self.pending())) and not self.pending()
+        uploader.stop()
+        if done:
+            return True
+        n = len(self.spool.entries())
+        what = f"{n} step entr{'y' if n == 1 else 'ies'}" + (" and the probe set" if self.spool.probe_path.exists()
+                                                              else "")
+        why = "upload still running" if uploader.busy else "tracking server unreachable"
+        uri = hint or getattr(self.client, "tracking_uri", None) or "<tracking uri>"
+        msg = (f"attribution: {what} of run {self.run_id} not uploaded after "
+               f"{time.monotonic() - t0:.0f} s ({why}); kept in {self.spool_dir}, uploaded when a writer on this "
+               f"run starts again (e.g. a resumed training) or by: attrib-mlops sync {self.spool_root} "
+               f"--run-id {self.run_id} --tracking-uri {redact(uri)}")
+        if self.strict:
+            raise TrackingUnavailableError(msg)
+        logger.warning(msg)
+        return False
 
     def __enter__(self) -> AttributionWriter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.flush()
+        self.close()
 
     # ============================================================ per-step metrics
     def _metric_records(self, kind: StorageKind, step: int, model: str, section: dict[str, Any],
@@ -345,33 +424,14 @@ class AttributionWriter:
                              "step": step, "model_id": model_id, "method": None})
         return recs
 
-    def _log_metrics(self, recs: list[dict], man: dict[str, Any]) -> None:
-        from mlflow.entities import Metric, RunTag
-
-        ms = []
-        for r in recs:
-            mid = self._model_ids.check(r.get("model_id"))
-            kw = {"model_id": mid} if mid else {}
-            ms.append(Metric(r["key"], r["value"], int(r["timestamp"]), int(r["step"]), **kw))
-        tags = [RunTag(k, v) for k, v in M.run_tags(man, self.artifact_root).items()]
-        chunks = [ms[i: i + 900] for i in range(0, len(ms), 900)] or [[]]
-        for i, chunk in enumerate(chunks):
-            self.client.log_batch(self.run_id, metrics=chunk, tags=tags if i == len(chunks) - 1 else [])
-
-    def _metrics_present(self, recs: list[dict]) -> bool:
-        if not recs:
-            return True
-        step = int(recs[0]["step"])
-        hist = self.client.get_metric_history(self.run_id, recs[0]["key"])
-        return any(int(m.step) == step for m in hist)
-
     # ================================================================= spool
     def _view_meta(self, step: int) -> dict[str, Any]:
-        return {"step": step, "run_id": self.run_id, "samples": (self._probe or {}).get("samples", []),
+        probe = self._probe or self.spool.load_probe() or (self._manifest or {}).get("probe") or {}
+        return {"step": step, "run_id": self.run_id, "samples": probe.get("samples", []),
                 "max_samples": self.max_html_samples}
 
     def _stage(self, kind: StorageKind, step: int, model: str, groups: dict[str, list[Any]],
-               section: dict[str, Any], metrics: list[dict]) -> Path:
+               section: dict[str, Any], metrics: list[dict], defer_view: bool = False) -> Path:
         def build(files: Path) -> dict[str, Any]:
             rel_files = {}
             for method, rs in groups.items():
@@ -379,13 +439,17 @@ class AttributionWriter:
                 kind.write(rs, files / rel, metadata={"step": step, "model": model, "method": method},
                            row_group_size=self.row_group_size, keep_float32=self.keep_float32)
                 rel_files[method] = rel
-            documents.write_documents(kind, files, step, self.k, model, section,
-                                      {(model, m): rs for m, rs in groups.items()}, self._view_meta(step))
+            documents.write_documents(kind, files, step, self.k, model, section, panels, self._view_meta(step),
+                                      view=not defer_view)
             return {"step": step, "model": model, "kind": kind.name, "methods": list(groups), "files": rel_files,
                     "n_samples": {m: len(rs) for m, rs in groups.items()}, "metrics": metrics,
-                    "created": now_iso()}
+                    "created": now_iso(), **({"view_pending": True} if defer_view else {})}
 
-        return self.spool.stage(step, model, build)
+        panels = {(model, m): rs for m, rs in groups.items()}
+        entry = self.spool.stage(step, model, build)
+        if defer_view and not (self._uploader and self._uploader.process):  # a thread can use them
+            self._view_inputs[str(entry)] = panels
+        return entry
 
     def _report(self, failure: BaseException | None, what: str, fail_strict: bool) -> None:
         if failure is None:
@@ -399,19 +463,31 @@ class AttributionWriter:
         logger.warning(msg)
 
     # ================================================================= commit
-    def _try_flush(self) -> BaseException | None:
-        """Commit pending work in order; return the first tracking failure (and stop there)."""
-        try:
-            if self.spool.probe_path.exists():
-                self._commit_probe()
-            for entry in self.spool.entries():
-                self._commit_entry(entry)
-        except Exception as e:  # noqa: BLE001 - classified
-            self._manifest = None  # unknown server state: fetch again next time
-            if is_tracking_failure(e):
-                return e
-            raise
+    def _flush_pass(self) -> BaseException | None:
+        """One pass over the spool (see :func:`~attrib_mlops.tracking.commit.commit_pending`); the first
+        tracking failure is returned, not raised. Serialised in this process and, through a lock file,
+        with other processes (``attrib-mlops sync``)."""
+        from filelock import FileLock, Timeout
+
+        with self._lock:
+            if not self.spool.pending():
+                return None
+            try:
+                with FileLock(str(self.spool_root / f".{self.run_id}.lock"), timeout=30):
+                    if self._refresh_each_pass:  # another process may have committed since: read it again
+                        self._manifest = None
+                    commit_pending(self)
+            except Timeout:
+                return TrackingUnavailableError(f"the spool of run {self.run_id} is being uploaded by another "
+                                                "writer; retrying later")
+            except Exception as e:  # noqa: BLE001 - classified
+                self._manifest = None  # unknown server state: fetch again next time
+                if is_tracking_failure(e):
+                    return e
+                raise
         return None
+
+    _try_flush = _flush_pass
 
     def _server_manifest(self) -> dict[str, Any]:
         if self._manifest is None:
@@ -421,75 +497,3 @@ class AttributionWriter:
     def _upload_manifest(self, man: dict[str, Any]) -> None:
         M.upload(self.client, self.run_id, self.artifact_root, man)
         self._manifest = man
-
-    def _commit_probe(self) -> None:
-        from mlflow.entities import RunTag
-
-        section = json.loads(self.spool.probe_path.read_text(encoding="utf-8"))
-        man = copy.deepcopy(self._server_manifest())
-        old = man.get("probe")
-        if old and old.get("fingerprint") == section["fingerprint"]:
-            self.spool.drop_probe()
-            return
-        if old and man.get("steps"):
-            logger.warning("run %s already has steps on probe set %s; the new probe set is not recorded",
-                           self.run_id, old.get("fingerprint", "")[:12])
-            self.spool.drop_probe()
-            return
-        man["probe"] = section
-        self._upload_manifest(man)
-        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in M.run_tags(man, self.artifact_root).items()])
-        log_probe_input(self.client, self.run_id, section, L.manifest_path(self.artifact_root))
-        self.spool.drop_probe()
-
-    def _commit_entry(self, entry: Path) -> None:
-        info = self.spool.read(entry)
-        step, model = int(info["step"]), info["model"]
-        kind = get_kind(info.get("kind", DEFAULT_KIND))  # entries spooled before kinds existed are token matrices
-        man = copy.deepcopy(self._server_manifest())
-        steps = man.setdefault("steps", [])
-        record = M.find_step(man, step)
-        listed_files = kind.files(record) if record is not None else {}
-        listed = set(listed_files.get(model, {}))
-        new_methods = [m for m in info["methods"] if m not in listed]
-        if not new_methods:  # committed before (retry after a crash, or a duplicate call)
-            if not self._metrics_present(info["metrics"]):
-                self._log_metrics(info["metrics"], man)
-            self.spool.drop(entry)
-            return
-        files = self.spool.files(entry)
-        for m in info["methods"]:
-            if m in listed:
-                (files / info["files"][m]).unlink(missing_ok=True)
-        others = {(mo, me): rel for mo, d in listed_files.items() for me, rel in d.items()}
-        if others:
-            documents.merge_into(self.client, self.run_id, self.artifact_root, kind, step, self.k, model, info,
-                                 files, others, self._view_meta(step))
-
-        self.client.log_artifacts(self.run_id, str(files), L.step_path(step, self.artifact_root))
-
-        # --- the step's files exist: now (and only now) list it in the manifest
-        M.record_kind(man, kind, self.run_id)
-        step_prefix = L.join(L.STEPS_DIR, L.step_dirname(step))
-        if record is None:
-            record = M.new_step_record(step)
-            steps.append(record)
-            steps.sort(key=lambda s: int(s["step"]))
-        record["revision"] = int(record.get("revision", 0)) + 1
-        record["logged"] = now_iso()
-        kentry = kind.entry(record, create=True)
-        mlist = kentry["models"].setdefault(model, [])
-        fmap = kentry["files"].setdefault(model, {})
-        for m in new_methods:
-            mlist.append(m)
-            fmap[m] = L.join(step_prefix, info["files"][m])
-            man.setdefault("methods", {}).setdefault(m, {"path": L.safe_name(m)})
-            kentry["n_samples"] = max(int(kentry.get("n_samples", 0)), int(info["n_samples"][m]))
-        man.setdefault("models", {}).setdefault(model, {"path": L.safe_name(model)})
-        if man.get("probe") is None and self._probe:
-            man["probe"] = copy.deepcopy(self._probe)
-        kind.on_commit(man, model, files / info["files"][new_methods[0]])
-        self._upload_manifest(man)
-
-        self._log_metrics([r for r in info["metrics"] if r.get("method") is None or r["method"] in new_methods], man)
-        self.spool.drop(entry)

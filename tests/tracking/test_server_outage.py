@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,7 +91,7 @@ def test_training_survives_server_outage(server, tiny, tmp_path):
     model = copy.deepcopy(model)
     probe = [{"id": "a", "prompt": "w1 w2 w3", "target": " w4"}, {"id": "b", "prompt": "w5 w6", "target": " w7 w8"}]
     mon = AttributionMonitor(probe, tok, ["saliency"], tracking_uri=uri, run_id=run_id,
-                             spool_dir=tmp_path / "spool")
+                             spool_dir=tmp_path / "spool", flush_timeout_s=120)  # the outage is mid-training here
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     ids = torch.randint(4, 40, (4, 8), generator=torch.Generator().manual_seed(0))
     losses = []
@@ -138,7 +139,7 @@ def test_server_down_at_start(tmp_path, tiny, monkeypatch):
     model, tok = tiny
     probe = [{"id": "a", "prompt": "w1 w2 w3", "target": " w4"}]
     mon = AttributionMonitor(probe, tok, ["attention"], tracking_uri=uri, experiment_name="late",
-                             spool_dir=tmp_path / "spool")
+                             spool_dir=tmp_path / "spool", flush_timeout_s=120)  # not about the bound
     assert mon.log(model, 1) is True  # nothing to talk to: kept, training goes on
     assert mon.run_id is None
     srv.start()
@@ -148,3 +149,48 @@ def test_server_down_at_start(tmp_path, tiny, monkeypatch):
         assert AttributionReader(uri).steps(mon.run_id) == [1, 2]
     finally:
         srv.stop()
+
+
+def test_train_end_is_bounded_then_sync_uploads_everything_once(server, tiny, tmp_path, caplog):
+    """Issue 9 item 12: the server is down at the end of training: close() returns within flush_timeout_s
+    (+ slack) with ONE log line naming ``attrib-mlops sync``; once the server is back, the command uploads
+    every spooled step exactly once (and a second call finds nothing to do)."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"http://127.0.0.1:{server.port}"
+    client = MlflowClient(tracking_uri=uri)
+    run_id = client.create_run(client.create_experiment("end")).info.run_id
+    model, tok = tiny
+    probe = [{"id": "a", "prompt": "w1 w2 w3", "target": " w4"}]
+    mon = AttributionMonitor(probe, tok, ["saliency"], tracking_uri=uri, run_id=run_id,
+                             spool_dir=tmp_path / "spool", flush_timeout_s=3)
+    assert mon.log(model, 1) is True
+    assert mon._writer.flush(timeout=120), "step 1 is uploaded while the server is up"
+    server.stop()
+    for step in (2, 3):
+        assert mon.log(model, step) is True  # staged; the upload fails in the background
+    caplog.clear()
+    t0 = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="attrib_mlops"):
+        mon.close()
+    assert time.monotonic() - t0 < 3 + 10  # the bound, plus slack for a loaded machine (was ~58 s)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and "attrib-mlops sync" in lines[0] and run_id in lines[0], lines
+    mon._writer._uploader._thread.join(60)  # its worker process has ended: only sync uploads from now on
+    spooled = sorted(p.parent.parent.name for p in (tmp_path / "spool" / run_id).rglob("entry.json"))
+    assert spooled == ["0000000002", "0000000003"]
+
+    server.start()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    cmd = [sys.executable, "-m", "attrib_mlops.cli", "sync", str(tmp_path / "spool"), "--run-id", run_id,
+           "--tracking-uri", uri]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "uploaded 2 spooled step entries" in done.stdout
+    assert AttributionReader(uri).steps(run_id) == [1, 2, 3]
+    for key in ("attrib/saliency/mean_probability", "attrib/cost_seconds"):
+        assert sorted(m.step for m in client.get_metric_history(run_id, key)) == [1, 2, 3], key
+    again = subprocess.run(cmd[:5], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0 and "nothing to upload" in again.stdout

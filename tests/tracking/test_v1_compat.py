@@ -25,6 +25,7 @@ from attrib_mlops.tracking import layout as L
 FIXTURE = Path(__file__).parent / "fixtures" / "v1_store"
 # written per call (time, versions), or added since v1 (additive keys an old reader ignores)
 VOLATILE = {"created", "updated", "logged", "versions"}
+ADDED = {"kinds", "integrity", "sha256"}  # additive keys since v1: the per-kind entry, the content hashes
 
 
 def _fixture_module():
@@ -51,7 +52,7 @@ def v1_run(tmp_path):
 
 def _strip(obj):
     if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in VOLATILE and k != "kinds"}
+        return {k: _strip(v) for k, v in obj.items() if k not in VOLATILE and k not in ADDED}
     if isinstance(obj, list):
         return [_strip(v) for v in obj]
     return obj
@@ -99,7 +100,7 @@ def test_todays_writer_writes_the_same_v1_files(v1_run, tmp_path):
     old_man = json.loads((old_root / L.MANIFEST_NAME).read_text())
     new_man = json.loads((new_root / L.MANIFEST_NAME).read_text())
     assert _strip(new_man) == _strip(old_man)
-    assert set(new_man) - set(old_man) <= {"kinds"}  # the only addition: the per-kind entry
+    assert set(new_man) - set(old_man) <= {"kinds", "integrity"}  # the additions: per-kind entry, hashes
     assert new_man.get("kinds", {"token_matrix": {"version": 1}}) == {"token_matrix": {"version": 1}}
 
     for rel in old_files:

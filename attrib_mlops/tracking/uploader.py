@@ -1,0 +1,237 @@
+"""The writer's background upload worker: training goes on while staged steps go to MLflow.
+
+With ``AttributionWriter(..., background=True)`` a ``log_step`` call computes the
+metrics and stages the step in the spool (the crash-safe copy, as before) and returns;
+this worker then commits the spool (:func:`attrib_mlops.tracking.commit.commit_pending`:
+files, manifest, metrics; a deferred ``view.html`` is rendered first), one pass at a
+time, in step order, so metrics arrive in order and exactly once. The passes run in a
+child process (:mod:`.upload_worker`, ``process=True``, the default: rendering and
+uploading then do not compete with training for the GIL) or in a thread of this
+process (``process=False``). A step counts as committed only
+once that is done. When MLflow cannot be reached, the entries stay in the spool; the
+worker retries on the next ``log_step`` or every ``retry_s`` seconds, and says so in one
+warning per outage.
+
+Example:
+    >>> up = BackgroundUploader(writer)        # doctest: +SKIP
+    >>> up.kick()                              # doctest: +SKIP
+    >>> up.wait(timeout=10.0)                  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+import time
+from typing import Any
+
+__all__ = ["BackgroundUploader", "quiet", "redact"]
+
+logger = logging.getLogger("attrib_mlops.tracking.writer")
+
+
+class BackgroundUploader:
+    """One daemon thread committing a writer's spool whenever asked (see the module docstring).
+
+    Args:
+        writer: the :class:`~attrib_mlops.tracking.AttributionWriter` whose spool is committed
+            (through its ``_flush_pass()``, which serialises with any other commit of the writer).
+        retry_s: while the tracking server is unreachable, retry this often even without new steps.
+        process: run the passes in a child process (see the module docstring) instead of a thread.
+    """
+
+    def __init__(self, writer: Any, retry_s: float = 30.0, process: bool = True) -> None:
+        self._writer = writer
+        self.process = bool(process)
+        self.idle_s = 120.0
+        self.started = 0  # worker processes that reported ready (progress for :meth:`drain`)
+        self._child: Any = None
+        self.retry_s = float(retry_s)
+        self._cv = threading.Condition()
+        self._asked = 0  # requests made (generation counter)
+        self._served = 0  # the last request a finished flush pass covers
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.last_failure: BaseException | None = None
+        self.failing = False
+
+    # ------------------------------------------------------------- control
+    def kick(self) -> int:
+        """Ask for a flush pass (starting the thread if needed); returns the request's number."""
+        with self._cv:
+            self._asked += 1
+            self._stopping = False
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="attrib-mlops-uploader", daemon=True)
+                self._thread.start()
+            self._cv.notify_all()
+            return self._asked
+
+    def wait(self, timeout: float | None = None, request: int | None = None) -> bool:
+        """Wait until a flush pass started after request ``request`` (default: a new request) has finished.
+
+        Returns:
+            True when that pass finished within ``timeout`` seconds and left nothing pending.
+        """
+        request = self.kick() if request is None else request
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        with self._cv:
+            while self._served < request:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cv.wait(left)
+            return self.last_failure is None
+
+    def drain(self, timeout: float, pending: Any) -> bool:
+        """Wait for a full pass over the spool, giving up after ``timeout`` seconds without progress.
+
+        Args:
+            timeout: seconds; the clock restarts whenever ``pending()`` (the number of
+                entries left) has gone down or a worker process has started, so a slow but
+                working upload is not abandoned while an unreachable server costs at most ``timeout``.
+            pending: callable returning the number of entries left.
+
+        Returns:
+            True when a pass finished without failure.
+        """
+        request = self.kick()
+        last, deadline = (pending(), self.started), time.monotonic() + timeout
+        while True:
+            if self.wait(deadline - time.monotonic(), request=request):
+                return True
+            with self._cv:
+                if self._served >= request:  # the pass ended with a failure
+                    return False
+            now = (pending(), self.started)
+            if now[0] >= last[0] and now[1] == last[1]:  # nothing committed, no worker started
+                return False
+            last, deadline = now, time.monotonic() + timeout
+
+    def stop(self) -> None:
+        """Let the thread end after its current request (it is a daemon: it never keeps the process alive)."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+
+    @property
+    def busy(self) -> bool:
+        """True while a request is waiting or being served."""
+        with self._cv:
+            return self._served < self._asked
+
+    # ------------------------------------------------------------- thread
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while self._served >= self._asked and not self._stopping:
+                    if not self._cv.wait(self.retry_s if self.failing else self.idle_s):
+                        if self.failing:
+                            self._asked += 1  # periodic retry during an outage
+                        else:
+                            self._end_child()  # idle: free the worker process (it restarts on demand)
+                if self._stopping and self._served >= self._asked:
+                    self._end_child()
+                    return
+                request = self._asked
+            try:
+                failure = self._child_pass() if self.process else self._writer._flush_pass()
+            except BaseException as e:  # noqa: BLE001 - a programming error: keep the spool, say it once
+                logger.error("attribution upload failed (%s: %s); the steps stay in %s", type(e).__name__,
+                             str(e)[:300], self._writer.spool_dir)
+                failure = e
+            with self._cv:
+                self._note(failure)
+                self._served = request
+                self._cv.notify_all()
+                if self._stopping:
+                    self._end_child()
+                    return
+
+    def _child_pass(self) -> BaseException | None:
+        """One pass in the child process (started, or restarted after it died, on demand)."""
+        import json
+
+        from attrib_mlops.tracking.errors import TrackingError, TrackingUnavailableError
+        from attrib_mlops.tracking.upload_worker import command
+
+        w = self._writer
+        if self._child is None or self._child.poll() is not None:
+            uri = str(getattr(w.client, "tracking_uri", None) or "")
+            self._child = subprocess.Popen(
+                command(uri, w.run_id, str(w.spool_root), w.artifact_root, w.k, w.max_html_samples),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8",
+                env={**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+            if self._child.stdout.readline():  # {"ready": true}: started (slow on a loaded machine)
+                self.started += 1
+        try:
+            self._child.stdin.write("flush\n")
+            self._child.stdin.flush()
+            line = self._child.stdout.readline()
+        except OSError as e:
+            line, why = "", str(e)
+        else:
+            why = "it exited"
+        if not line:
+            self._end_child()
+            return TrackingError(f"the attribution upload worker failed ({why}); the steps stay in the spool")
+        reply = json.loads(line)
+        if reply.get("ok"):
+            return None
+        return TrackingUnavailableError(reply.get("error") or "upload failed")
+
+    def _end_child(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            try:
+                child.stdin.close()  # end of input: the child ends after its current pass
+                child.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+
+    def _note(self, failure: BaseException | None) -> None:
+        if failure is not None and not self.failing:
+            n = len(self._writer.spool.entries())
+            self._writer._report(failure, f"{n} step entr{'y' if n == 1 else 'ies'} kept in "
+                                 f"{self._writer.spool_dir}, uploading in the background", fail_strict=False)
+        elif failure is None and self.failing:
+            logger.info("tracking server reachable again: spooled attribution steps uploaded")
+        self.failing = failure is not None
+        self.last_failure = failure
+
+
+class quiet:
+    """Within the block, ``log`` drops records below ERROR (the caller reports in one line instead).
+
+    Example:
+        >>> with quiet(logging.getLogger("x")):
+        ...     logging.getLogger("x").warning("not shown")
+    """
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.log = log
+
+    def __enter__(self) -> None:
+        self.level = self.log.level
+        self.log.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.log.setLevel(self.level)
+
+
+def redact(uri: str) -> str:
+    """A tracking URI without a password, for messages.
+
+    >>> redact("https://me:secret@mlflow.example:5000/x")
+    'https://me@mlflow.example:5000/x'
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(str(uri))
+    if parts.password is None:
+        return str(uri)
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}"))

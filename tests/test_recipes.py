@@ -19,7 +19,9 @@ def _load(name: str):
     return mod
 
 
-def test_plain_loop_recipe(capsys):
+def test_plain_loop_recipe(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the recipe logs to MLflow's default store in the working folder: a fresh one
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     _load("plain_pytorch_loop").main(steps=20, log_every=10)
     out = capsys.readouterr().out
     assert "steps [10, 20]" in out

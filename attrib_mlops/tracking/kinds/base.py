@@ -36,9 +36,9 @@ from typing import Any, ClassVar
 from attrib_mlops.analysis.registry import TOKEN_MATRIX
 from attrib_mlops.errors import InputError
 from attrib_mlops.tracking import layout as L
-from attrib_mlops.tracking.errors import SchemaVersionError
+from attrib_mlops.tracking.errors import SchemaVersionError, TrackingError
 
-__all__ = ["StorageKind", "get_kind", "kind_names", "kind_of", "DEFAULT_KIND"]
+__all__ = ["StorageKind", "get_kind", "kind_names", "kind_of", "open_parquet", "DEFAULT_KIND"]
 
 #: The kind of a call that names none, and of everything schema v1 wrote (the token matrix; the
 #: kinds of every layer share their names, see :mod:`attrib_mlops.analysis.registry`).
@@ -236,3 +236,35 @@ def kind_of(results: Sequence[Any]) -> StorageKind:
     if len(found) > 1:
         raise InputError(f"log_step takes results of one kind per call, got {', '.join(sorted(found))}")
     return next(iter(found.values()))
+
+
+def open_parquet(path: str | Path, fmt: str, what: str, version: int) -> Any:
+    """Open one Parquet file of a kind, checking its ``format`` tag and ``kind_version`` metadata.
+
+    Args:
+        path: the file.
+        fmt: the kind's format tag (``b"format"`` in the schema metadata).
+        what: how errors name the file's kind (``"sources"``).
+        version: the newest kind version this code reads.
+
+    Returns:
+        The ``pyarrow.parquet.ParquetFile``.
+
+    Raises:
+        TrackingError: not Parquet, or another format (one line).
+        SchemaVersionError: written by a newer version of the kind.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # noqa: BLE001 - any decoding failure is a corrupt file
+        raise TrackingError(f"corrupt Parquet data ({e})") from None
+    meta = pf.schema_arrow.metadata or {}
+    if meta.get(b"format") != fmt.encode():
+        raise TrackingError(f"not a {what} file (format {meta.get(b'format', b'?').decode(errors='replace')!r})")
+    written = int(meta.get(b"kind_version", b"1"))
+    if written > version:
+        raise SchemaVersionError(f"{what} file written with version {written}; this attrib-mlops reads up to "
+                                 f"{version}; upgrade attrib-mlops")
+    return pf

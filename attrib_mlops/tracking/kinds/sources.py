@@ -47,7 +47,7 @@ from attrib_mlops.errors import InputError
 from attrib_mlops.sources.result import SourceAttribution
 from attrib_mlops.tracking import layout as L
 from attrib_mlops.tracking.errors import TrackingError
-from attrib_mlops.tracking.kinds.base import StorageKind
+from attrib_mlops.tracking.kinds.base import StorageKind, open_parquet
 
 __all__ = ["SourcesKind", "FORMAT"]
 
@@ -79,22 +79,7 @@ def _table(results: Sequence[SourceAttribution], metadata: dict[str, Any]) -> An
 
 
 def _open(path: str | Path) -> Any:
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as e:  # noqa: BLE001 - any decoding failure is a corrupt file
-        raise TrackingError(f"corrupt Parquet data ({e})") from None
-    meta = pf.schema_arrow.metadata or {}
-    if meta.get(b"format") != FORMAT.encode():
-        raise TrackingError(f"not a sources file (format {meta.get(b'format', b'?').decode(errors='replace')!r})")
-    version = int(meta.get(b"kind_version", b"1"))
-    if version > SourcesKind.version:
-        from attrib_mlops.tracking.errors import SchemaVersionError
-
-        raise SchemaVersionError(f"sources file written with version {version}; this attrib-mlops reads up to "
-                                 f"{SourcesKind.version}; upgrade attrib-mlops")
-    return pf
+    return open_parquet(path, FORMAT, "sources", SourcesKind.version)
 
 
 def _colour(score: float, top: float) -> str:

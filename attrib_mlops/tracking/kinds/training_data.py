@@ -35,8 +35,8 @@ from attrib_mlops._util import dumps, nanmean
 from attrib_mlops.analysis.kinds.training_data import TRAINING_DATA, TrainingPairContext, TrainingSampleContext
 from attrib_mlops.analysis.registry import compute, list_metrics
 from attrib_mlops.errors import InputError
-from attrib_mlops.tracking.errors import SchemaVersionError, TrackingError
-from attrib_mlops.tracking.kinds.base import StorageKind
+from attrib_mlops.tracking.errors import TrackingError
+from attrib_mlops.tracking.kinds.base import StorageKind, open_parquet
 from attrib_mlops.training_data.result import TrainingDataAttribution
 
 __all__ = ["TrainingDataKind", "FORMAT"]
@@ -78,20 +78,7 @@ def _table(results: Sequence[TrainingDataAttribution], metadata: dict[str, Any])
 
 
 def _open(path: str | Path) -> Any:
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as e:  # noqa: BLE001 - any decoding failure is a corrupt file
-        raise TrackingError(f"corrupt Parquet data ({e})") from None
-    meta = pf.schema_arrow.metadata or {}
-    if meta.get(b"format") != FORMAT.encode():
-        raise TrackingError(f"not a training-data file (format {meta.get(b'format', b'?').decode(errors='replace')!r})")
-    version = int(meta.get(b"kind_version", b"1"))
-    if version > TrainingDataKind.version:
-        raise SchemaVersionError(f"training-data file written with version {version}; this attrib-mlops reads up "
-                                 f"to {TrainingDataKind.version}; upgrade attrib-mlops")
-    return pf
+    return open_parquet(path, FORMAT, "training-data", TrainingDataKind.version)
 
 
 class TrainingDataKind(StorageKind):

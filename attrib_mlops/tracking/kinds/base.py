@@ -38,7 +38,7 @@ from attrib_mlops.errors import InputError
 from attrib_mlops.tracking import layout as L
 from attrib_mlops.tracking.errors import SchemaVersionError, TrackingError
 
-__all__ = ["StorageKind", "get_kind", "kind_names", "kind_of", "open_parquet", "DEFAULT_KIND"]
+__all__ = ["StorageKind", "get_kind", "kind_names", "kind_of", "open_parquet", "write_parquet", "DEFAULT_KIND"]
 
 #: The kind of a call that names none, and of everything schema v1 wrote (the token matrix; the
 #: kinds of every layer share their names, see :mod:`attrib_mlops.analysis.registry`).
@@ -268,3 +268,11 @@ def open_parquet(path: str | Path, fmt: str, what: str, version: int) -> Any:
         raise SchemaVersionError(f"{what} file written with version {written}; this attrib-mlops reads up to "
                                  f"{version}; upgrade attrib-mlops")
     return pf
+
+
+def write_parquet(table: Any, path: Path, row_group_size: int) -> None:
+    """Write one kind's ``pyarrow.Table`` to ``path`` (parents created), the counterpart of :func:`open_parquet`."""
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=max(1, int(row_group_size)))

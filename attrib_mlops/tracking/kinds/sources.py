@@ -47,7 +47,7 @@ from attrib_mlops.errors import InputError
 from attrib_mlops.sources.result import SourceAttribution
 from attrib_mlops.tracking import layout as L
 from attrib_mlops.tracking.errors import TrackingError
-from attrib_mlops.tracking.kinds.base import StorageKind, open_parquet
+from attrib_mlops.tracking.kinds.base import StorageKind, open_parquet, write_parquet
 
 __all__ = ["SourcesKind", "FORMAT"]
 
@@ -100,10 +100,7 @@ class SourcesKind(StorageKind):
     # ------------------------------------------------------------ files
     def write(self, results: Sequence[SourceAttribution], path: Path, *, metadata: dict[str, Any],
               row_group_size: int, keep_float32: bool) -> None:
-        import pyarrow.parquet as pq
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(_table(results, metadata), path, row_group_size=max(1, int(row_group_size)))
+        write_parquet(_table(results, metadata), path, row_group_size)
 
     def read(self, path: str | Path, sample_ids: Sequence[str] | None = None) -> list[SourceAttribution]:
         pf = _open(path)

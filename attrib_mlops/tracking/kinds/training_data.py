@@ -36,7 +36,7 @@ from attrib_mlops.analysis.kinds.training_data import TRAINING_DATA, TrainingPai
 from attrib_mlops.analysis.registry import compute, list_metrics
 from attrib_mlops.errors import InputError
 from attrib_mlops.tracking.errors import TrackingError
-from attrib_mlops.tracking.kinds.base import StorageKind, open_parquet
+from attrib_mlops.tracking.kinds.base import StorageKind, open_parquet, write_parquet
 from attrib_mlops.training_data.result import TrainingDataAttribution
 
 __all__ = ["TrainingDataKind", "FORMAT"]
@@ -92,10 +92,7 @@ class TrainingDataKind(StorageKind):
     # ------------------------------------------------------------ files
     def write(self, results: Sequence[TrainingDataAttribution], path: Path, *, metadata: dict[str, Any],
               row_group_size: int, keep_float32: bool) -> None:
-        import pyarrow.parquet as pq
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(_table(results, metadata), path, row_group_size=max(1, int(row_group_size)))
+        write_parquet(_table(results, metadata), path, row_group_size)
 
     def read(self, path: str | Path, sample_ids: Sequence[str] | None = None) -> list[TrainingDataAttribution]:
         import numpy as np

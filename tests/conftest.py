@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,35 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 logging.getLogger("inseq").setLevel(logging.ERROR)
 
 VOCAB = [f"w{i}" for i in range(40)]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers share two cores: one torch thread each (subprocesses inherit it) instead of 2 x 2
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
+_TESTS = Path(__file__).parent
+#: folders whose session fixtures train models: their files share one xdist worker, so each trains once
+_FOLDER_GROUPS = ("sources", "training_data")
+#: files that share the session's Ray cluster
+_RAY_FILES = ("jobs/test_ray_executor.py", "service/test_app.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Group tests for ``pytest -n 2 --dist loadgroup`` (the README's command).
+
+    A file's tests stay on one worker (module fixtures are built once); the folders in
+    ``_FOLDER_GROUPS`` and the Ray files each stay together. Without xdist the marks do nothing.
+    """
+    for item in items:
+        try:
+            rel = Path(str(item.path)).resolve().relative_to(_TESTS.resolve()).as_posix()
+        except ValueError:
+            continue
+        top = rel.split("/", 1)[0]
+        group = "ray" if rel in _RAY_FILES else top if top in _FOLDER_GROUPS else rel
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,6 +208,59 @@ def dash_store(tmp_path_factory) -> Store:
 def port():
     """A free TCP port on 127.0.0.1."""
     return free_port()
+
+
+def exe(name: str) -> str:
+    """The console script ``name`` installed beside this Python (else found on PATH)."""
+    path = Path(sys.executable).with_name(name)
+    return str(path) if path.exists() else name
+
+
+@contextmanager
+def _serve(uri: str, log: Path, *extra: str, port: int | None = None, cmd: list[str] | None = None,
+           refresh: str = "1", **env: str):
+    """``attrib-mlops dashboard`` (or ``cmd`` on ``port``) in a subprocess; yields its URL once ``/`` answers."""
+    port = port or free_port()
+    cmd = cmd or [exe("attrib-mlops"), "dashboard", "--tracking-uri", uri, "--port", str(port), "--refresh", refresh,
+                  *extra]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, **env))
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the dashboard exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the dashboard did not answer:\n{log.read_text()[-3000:]}") from None
+                    time.sleep(0.2)  # polling a socket, not waiting for the page
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="session")
+def serve_dashboard():
+    """The dashboard server as a context manager: ``with serve_dashboard(uri, log) as url: ...``.
+
+    Options: ``*extra`` CLI arguments, ``port=`` (default: a free one), ``cmd=`` (another server
+    command on that port), ``refresh=`` and environment variables as keywords.
+    """
+    return _serve
+
+
+@pytest.fixture(scope="session")
+def console_script():
+    """:func:`exe`, for tests that start other console scripts."""
+    return exe
 
 
 @pytest.fixture

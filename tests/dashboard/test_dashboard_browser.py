@@ -11,11 +11,6 @@ import csv
 import io
 import json
 import os
-import subprocess
-import sys
-import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,53 +25,10 @@ TIMEOUT_MS = 30_000
 
 
 # ------------------------------------------------------------------ server and pages
-def _exe(name: str) -> str:
-    exe = Path(sys.executable).with_name(name)
-    return str(exe) if exe.exists() else name
-
-
-@contextmanager
-def serve(uri: str, port: int, log: Path, *extra: str, cmd: list[str] | None = None, **env: str):
-    """``attrib-mlops dashboard`` (or ``cmd``) in a subprocess, ready when ``/`` answers."""
-    cmd = cmd or [_exe("attrib-mlops"), "dashboard", "--tracking-uri", uri, "--port", str(port), "--refresh", "1",
-                  *extra]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, **env))
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the dashboard exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"the dashboard did not answer:\n{log.read_text()[-3000:]}") from None
-                    time.sleep(0.2)  # polling a socket, not waiting for the page
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 @pytest.fixture(scope="module")
-def dashboard(dash_store, tmp_path_factory, chromium):
-    port = _port()
-    with serve(dash_store.uri, port, tmp_path_factory.mktemp("dash-log") / "server.log") as url:
+def dashboard(dash_store, tmp_path_factory, chromium, serve_dashboard):
+    with serve_dashboard(dash_store.uri, tmp_path_factory.mktemp("dash-log") / "server.log") as url:
         yield url
-
-
-def _port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Console:
@@ -345,10 +297,10 @@ def test_bad_artifacts_are_explained_and_the_page_stays_usable(dashboard, dash_s
     assert not page.locator(".explorer-link").is_visible()
 
 
-def test_unreachable_tracking_server_is_explained(tmp_path, page):
-    port, dead = _port(), _port()
-    with serve(f"http://127.0.0.1:{dead}", port, tmp_path / "server.log", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
-               MLFLOW_HTTP_REQUEST_TIMEOUT="2") as url:
+def test_unreachable_tracking_server_is_explained(tmp_path, page, serve_dashboard, port):
+    dead = port  # nothing listens there
+    with serve_dashboard(f"http://127.0.0.1:{dead}", tmp_path / "server.log", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+                         MLFLOW_HTTP_REQUEST_TIMEOUT="2") as url:
         page.goto(url + "/")
         page.locator(".overview-error", has_text="Cannot reach the tracking server").wait_for()
         tab(page, "Explorer")
@@ -357,9 +309,8 @@ def test_unreachable_tracking_server_is_explained(tmp_path, page):
         page.locator(".job-submit button").wait_for()
 
 
-def test_empty_store_is_explained(tmp_path, page):
-    port = _port()
-    with serve(f"sqlite:///{tmp_path}/empty.db", port, tmp_path / "server.log") as url:
+def test_empty_store_is_explained(tmp_path, page, serve_dashboard):
+    with serve_dashboard(f"sqlite:///{tmp_path}/empty.db", tmp_path / "server.log") as url:
         page.goto(url + "/")
         page.locator(".overview-note", has_text="No runs with attribution").wait_for()
         tab(page, "Compare")
@@ -390,22 +341,20 @@ def test_two_sessions_do_not_share_selections(dashboard, dash_store, chromium):
     assert not errors, errors
 
 
-def test_panel_serve_entry_point(dash_store, tmp_path, page):
-    port = _port()
+def test_panel_serve_entry_point(dash_store, tmp_path, page, serve_dashboard, console_script, port):
     app = Path(__file__).resolve().parents[2] / "panel_app" / "app.py"
-    cmd = [_exe("panel"), "serve", str(app), "--address", "127.0.0.1", "--port", str(port),
+    cmd = [console_script("panel"), "serve", str(app), "--address", "127.0.0.1", "--port", str(port),
            "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", "--tracking-uri", dash_store.uri]
-    with serve(dash_store.uri, port, tmp_path / "panel.log", cmd=cmd) as url:
+    with serve_dashboard(dash_store.uri, tmp_path / "panel.log", port=port, cmd=cmd) as url:
         page.goto(f"{url}/app?tab=explorer&run={dash_store.runs['b']}&step=10")
         wait_state(page, ".explorer-tokens", f"{dash_store.runs['b']}|10|model|saliency|s0|0|source|overlay")
         tab(page, "Runs")
         page.locator(".overview-table .tabulator-row", has_text="run-a").first.wait_for()
 
 
-def test_basic_auth_asks_for_a_password(dash_store, tmp_path, page):
-    port = _port()
-    with serve(dash_store.uri, port, tmp_path / "auth.log", "--basic-auth", "s3cret-pass",
-               "--cookie-secret", "x" * 32) as url:
+def test_basic_auth_asks_for_a_password(dash_store, tmp_path, page, serve_dashboard):
+    with serve_dashboard(dash_store.uri, tmp_path / "auth.log", "--basic-auth", "s3cret-pass",
+                         "--cookie-secret", "x" * 32) as url:
         page.goto(url + "/")
         page.locator("input[type=password]").wait_for()
         assert page.locator(".overview-table").count() == 0

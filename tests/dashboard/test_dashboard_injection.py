@@ -10,12 +10,8 @@ the New job form, URL parameters). A real Chromium visits every view of ``attrib
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -150,52 +146,11 @@ def build_evil_store(root: Path) -> dict:
 
 
 # ------------------------------------------------------------------ server, page, detection
-def _exe(name: str) -> str:
-    exe = Path(sys.executable).with_name(name)
-    return str(exe) if exe.exists() else name
-
-
-def _port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve(uri: str, log: Path):
-    port = _port()
-    cmd = [_exe("attrib-mlops"), "dashboard", "--tracking-uri", uri, "--port", str(port), "--refresh", "1"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the dashboard exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"the dashboard did not answer:\n{log.read_text()[-3000:]}") from None
-                    time.sleep(0.2)  # polling a socket, not waiting for the page
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 @pytest.fixture(scope="module")
-def evil(tmp_path_factory, chromium):
+def evil(tmp_path_factory, chromium, serve_dashboard):
     root = tmp_path_factory.mktemp("evil-store")
     store = build_evil_store(root)
-    with serve(store["uri"], root / "server.log") as url:
+    with serve_dashboard(store["uri"], root / "server.log") as url:
         yield dict(store, url=url, root=root)
 
 

@@ -9,12 +9,6 @@ source and a run name carry script payloads. The tests compare what the page sho
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -92,48 +86,11 @@ def build_sources_store(root: Path) -> dict:
     return {"uri": uri, "runs": runs}
 
 
-def _exe(name: str) -> str:
-    exe = Path(sys.executable).with_name(name)
-    return str(exe) if exe.exists() else name
-
-
-@contextmanager
-def serve(uri: str, log: Path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [_exe("attrib-mlops"), "dashboard", "--tracking-uri", uri, "--port", str(port), "--refresh", "0"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the dashboard exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"the dashboard did not answer:\n{log.read_text()[-3000:]}") from None
-                    time.sleep(0.2)  # polling a socket, not waiting for the page
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 @pytest.fixture(scope="module")
-def src_store(tmp_path_factory, chromium):
+def src_store(tmp_path_factory, chromium, serve_dashboard):
     root = tmp_path_factory.mktemp("sources-store")
     store = build_sources_store(root)
-    with serve(store["uri"], root / "server.log") as url:
+    with serve_dashboard(store["uri"], root / "server.log", refresh="0") as url:
         yield dict(store, url=url)
 
 

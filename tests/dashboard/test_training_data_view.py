@@ -8,8 +8,6 @@ with it, the side-by-side shows the word diff, and the run without an index says
 
 from __future__ import annotations
 
-import json
-import os
 
 import numpy as np
 import pytest
@@ -52,16 +50,8 @@ def tda_store(tmp_path_factory, tiny_dir):
 
 
 @pytest.fixture(scope="module")
-def tda_dashboard(tda_store, chromium):
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("_dash_browser", Path(__file__).with_name("test_dashboard_browser.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("_dash_browser", mod)
-    spec.loader.exec_module(mod)
-    with mod.serve(tda_store["uri"], mod._port(), tda_store["root"] / "server.log") as url:
+def tda_dashboard(tda_store, chromium, serve_dashboard):
+    with serve_dashboard(tda_store["uri"], tda_store["root"] / "server.log") as url:
         yield url
 
 

@@ -6,13 +6,6 @@ The page's tokens and values are compared with
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,34 +41,9 @@ def clf_store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(clf_store, tmp_path_factory, chromium):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path_factory.mktemp("words-log") / "server.log"
-    exe = Path(sys.executable).with_name("attrib-mlops")
-    cmd = [str(exe) if exe.exists() else "attrib-mlops", "dashboard", "--tracking-uri", clf_store[0],
-           "--port", str(port)]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None, log.read_text()[-3000:]
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    assert time.monotonic() < deadline, log.read_text()[-3000:]
-                    time.sleep(0.2)  # polling a socket, not waiting for the page
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+def server(clf_store, tmp_path_factory, chromium, serve_dashboard):
+    with serve_dashboard(clf_store[0], tmp_path_factory.mktemp("words-log") / "server.log") as url:
+        yield url
 
 
 def _shown(page) -> tuple[list[str], np.ndarray]:

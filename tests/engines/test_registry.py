@@ -75,12 +75,14 @@ def test_classifier_methods_are_registered_classes_declaring_the_model_kind():
         type("BadKind", (AttributionMethod,), {"name": "test_bad_kind", "engine": "x", "model_kinds": ("seq2seq",)})
 
 
-def test_cli_methods_table_shows_model_kinds():
+def test_cli_methods_table_shows_model_kinds(monkeypatch):
     from typer.testing import CliRunner
 
     from attrib_mlops.cli import app
+    from attrib_mlops.cli.app import console
 
-    res = CliRunner().invoke(app, ["methods"], env={"COLUMNS": "200"})
+    monkeypatch.setattr(console, "width", 200)  # the console read COLUMNS when it was imported
+    res = CliRunner().invoke(app, ["methods"])
     assert res.exit_code == 0, res.output
     rows = {line.split()[1]: line for line in res.stdout.splitlines() if line.startswith("│")}
     assert "causal_lm, classifier" in rows["kernel_shap"] and "causal_lm, classifier" in rows["saliency"]

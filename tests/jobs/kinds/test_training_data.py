@@ -85,6 +85,18 @@ def test_job_runs_training_data_queries_into_folder_and_mlflow(tiny_dir, index_d
     stored = reader.load(mlflow_sink.run_id, 0, "tiny", "tracin", kind="training_data")
     np.testing.assert_array_equal(stored[1].scores, local[("tiny", "tracin")][1].scores)
 
+    # the regression check reads the job's run (runs:/ ref) and compares its top examples with the folder's
+    from typer.testing import CliRunner
+
+    from attrib_mlops.cli import app
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("k: 3\nmin_mean_top_overlap: 1.0\n")
+    res = CliRunner().invoke(app, ["check", "--tracking-uri", uri, "-b", f"runs:/{mlflow_sink.run_id}#tiny", "-c",
+                                   f"{spec['output_dir']}@tiny", "-m", "tracin", "-m", "grad_cos", "-p", str(policy)])
+    assert res.exit_code == 0, res.output
+    assert "pass mean_top_overlap = 1.000" in res.stdout and "method grad_cos: PASS -- 2 of 2" in res.stdout
+
     again = run_job(spec, progress=False)
     assert [(p.computed, p.cached) for p in again.pairs] == [(0, 2), (0, 2), (0, 2)]
 

@@ -1,9 +1,10 @@
-"""Reader methods about a run's training-data index: its manifest and the model it was built for.
+"""Finding a run's training-data index without loading it: its artifact path, manifest, model, runs.
 
-Mixed into :class:`~attrib_mlops.tracking.AttributionReader` (the dashboard reads through the
-reader only). Only ``training_index/manifest.json`` is downloaded, never the gradient shards;
-the index itself is loaded by :func:`attrib_mlops.tracking.training_index.load_training_index`
-(imported lazily here: it needs torch, the reader does not).
+Mixed into :class:`~attrib_mlops.tracking.AttributionReader` as :class:`TrainingIndexReading`
+(the dashboard reads through the reader only). Nothing here needs torch: only run tags,
+artifact listings and ``training_index/manifest.json`` are read, never the gradient shards;
+the index itself is loaded by :func:`attrib_mlops.tracking.training_index.load_training_index`,
+which re-exports :data:`ARTIFACT_PATH`, :data:`TAG` and :func:`find_training_index`.
 
 Example:
     >>> reader = AttributionReader("sqlite:///mlflow.db")                          # doctest: +SKIP
@@ -19,9 +20,49 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainingIndexReading", "index_model"]
+from attrib_mlops.tracking.errors import TrackingError, is_unreachable
 
+__all__ = ["ARTIFACT_PATH", "TAG", "TrainingIndexReading", "find_training_index", "index_model"]
+
+#: Artifact folder of the index in its run.
+ARTIFACT_PATH = "training_index"
+#: Run tag naming that folder (set once the index is complete); ``TAG + ".n_examples"`` etc. describe it.
+TAG = "attrib_mlops.training_index"
+_MANIFEST = "manifest.json"  # attrib_mlops.training_data.storage.MANIFEST (that module needs torch)
 _MLFLOW_URIS = ("runs:/", "models:/")
+
+
+def _client(tracking_uri: str | None, client: Any) -> Any:
+    if client is not None:
+        return client
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _get_run(client: Any, run_id: str) -> Any:
+    try:
+        return client.get_run(run_id)
+    except Exception as e:  # noqa: BLE001 - MLflow raises MlflowException for an unknown run
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(e, MlflowException) and not is_unreachable(e):
+            raise TrackingError(f"run {run_id} cannot be read: {str(e)[:200]}") from None
+        raise
+
+
+def find_training_index(run_id: str, *, tracking_uri: str | None = None, client: Any = None) -> str | None:
+    """The artifact path of the run's index, or None when the run has none."""
+    client = _client(tracking_uri, client)
+    run = _get_run(client, run_id)
+    path = run.data.tags.get(TAG) or ARTIFACT_PATH
+    try:
+        names = {os.path.basename(f.path) for f in client.list_artifacts(run_id, path)}
+    except Exception as e:  # noqa: BLE001
+        if is_unreachable(e):
+            raise
+        return None
+    return path if _MANIFEST in names else None
 
 
 def index_model(manifest: dict[str, Any]) -> str | None:
@@ -53,16 +94,32 @@ class TrainingIndexReading:
         Raises:
             TrackingError: the run cannot be read.
         """
-        from attrib_mlops.tracking.training_index import find_training_index
-
         path = find_training_index(run_id, client=self.client)
         if path is None:
             return None
         with tempfile.TemporaryDirectory(prefix="attrib-index-manifest-") as tmp:
-            local = self.client.download_artifacts(run_id, f"{path}/manifest.json", tmp)
+            local = self.client.download_artifacts(run_id, f"{path}/{_MANIFEST}", tmp)
             return json.loads(Path(os.fspath(local)).read_text(encoding="utf-8"))
 
     def training_index_model(self, run_id: str) -> str | None:
         """The model to query the run's index with (see :func:`index_model`), or None without an index."""
         manifest = self.training_index_manifest(run_id)
         return None if manifest is None else index_model(manifest)
+
+    def training_index_runs(self, max_results: int = 1000) -> list[dict[str, Any]]:
+        """Runs carrying an index (tag :data:`TAG`), newest first, from their tags alone (no download).
+
+        Each: ``run_id``, ``run_name``, ``experiment_id``, ``n_examples`` and ``n_checkpoints``
+        (None when the tag is missing).
+        """
+        exps = [e.experiment_id for e in self.client.search_experiments(max_results=1000)]
+        runs = self.client.search_runs(exps, filter_string=f"tags.`{TAG}` LIKE '%'", max_results=max_results,
+                                       order_by=["attributes.start_time DESC"]) if exps else []
+
+        def num(run: Any, key: str) -> int | None:
+            v = run.data.tags.get(f"{TAG}.{key}", "")
+            return int(v) if v.isdigit() else None
+
+        return [{"run_id": r.info.run_id, "run_name": r.info.run_name or r.info.run_id[:8],
+                 "experiment_id": r.info.experiment_id, "n_examples": num(r, "n_examples"),
+                 "n_checkpoints": num(r, "checkpoints")} for r in runs]

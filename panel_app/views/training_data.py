@@ -1,7 +1,7 @@
 """TrainingDataView: which training examples support or oppose a model's output (TracIn-CP, grad-cos, DataInf).
 
 Pick a run that carries a training-data index (the training callback or ``attrib-mlops tda
-index`` logged it), the model to query (prefilled with the index's last checkpoint, see
+index`` logged it; such runs are listed first, also without attribution steps), the model to query (prefilled with the index's last checkpoint, see
 :meth:`AttributionReader.training_index_model`), a probe sample of the run or a typed prompt, and the
 output tokens; the view shows the top supporting and opposing training examples (the text
 around the words that match the selected tokens, and their scores), a score histogram with
@@ -171,9 +171,20 @@ class TrainingDataView(pn.viewable.Viewer):
 
     # ------------------------------------------------------------ choices
     def prepare(self) -> None:
-        """Runs from the store (those the overview listed; a run id may also be chosen in the URL state)."""
+        """Runs with a training-data index first (also those without attribution steps), then the store's other runs
+        (they may hold stored results); a run id may also be chosen in the URL state."""
         got = self.store.runs()
-        runs = {_run_label(r): r.run_id for r in (got.value if got.ok else [])}
+        try:
+            indexed = self.store.reader.training_index_runs()
+        except Exception:  # noqa: BLE001 - the store's own listing reports an unreachable server
+            indexed = []
+        runs = {}
+        for r in indexed:
+            n = f"index of {r['n_examples']} examples" if r["n_examples"] is not None else "index"
+            runs[f"{r['run_name']} · {self.store._experiment_name(r['experiment_id'])} · {r['run_id'][:8]} · {n}"] = \
+                r["run_id"]
+        listed = set(runs.values())
+        runs.update({_run_label(r): r.run_id for r in (got.value if got.ok else []) if r.run_id not in listed})
         if self.state.run_id and self.state.run_id not in runs.values():
             runs[self.state.run_id] = self.state.run_id
         _set_options(self.run, runs, self.state.run_id if self.state.run_id in runs.values()

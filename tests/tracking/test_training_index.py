@@ -67,6 +67,11 @@ def test_log_find_load_and_query_by_run_id(store, ckpt_dirs, tmp_path):
     assert {"training_index/manifest.json", "training_index/examples.jsonl", "training_index/ckpt-000"} <= names
     assert find_training_index(run_id, client=client) == "training_index"
     assert find_training_index(other, client=client) is None
+    from attrib_mlops.tracking import AttributionReader
+
+    listed = {r["run_id"]: r for r in AttributionReader(client=client).training_index_runs()}
+    assert run_id in listed and other not in listed
+    assert (listed[run_id]["n_examples"], listed[run_id]["n_checkpoints"]) == (3, 1)
     assert run_id in list_runs_with_index([exp], client=client) and other not in list_runs_with_index([exp],
                                                                                                     client=client)
 

@@ -92,17 +92,19 @@ def test_cli_compares_training_data_results_of_mlflow_runs(check_db, tmp_path):
     policy = tmp_path / "policy.yaml"
     policy.write_text("k: 3\nmin_mean_top_overlap: 0.8\n")
 
-    def check(a, b, *more):
+    def check(a, b, *more, log="--no-log"):
         return CliRunner().invoke(app, ["check", "--tracking-uri", uri, "-b", f"runs:/{a}", "-c", f"runs:/{b}",
-                                        "--no-log", *more])
+                                        log, *more])
 
     ok = check(base, base, "-p", str(policy))
     assert ok.exit_code == 0, ok.output
     assert "method tracin: PASS -- 2 of 2" in ok.stdout and "pass mean_top_overlap = 1.000" in ok.stdout
 
     out = tmp_path / "report.json"
-    bad = check(base, cand, "-p", str(policy), "--json-out", str(out), "--junit-out", str(tmp_path / "r.xml"))
+    bad = check(base, cand, "-p", str(policy), "--json-out", str(out), "--junit-out", str(tmp_path / "r.xml"),
+                log="--log")
     assert bad.exit_code == 1, bad.output
+    assert client.get_run(cand).data.tags["attrib_mlops.check.verdict"] == "regression"  # logged back to the run
     assert "FAIL mean_top_overlap = 0.333 (required >= 0.800)" in bad.stdout
     assert "q1: top examples 'e0' 'e1' 'e2' -> 'e2' 'e3' 'e4'; top overlap 0.333" in bad.stdout
     report = json.loads(out.read_text())

@@ -1,9 +1,10 @@
 """TrainingDataView: which training examples support or oppose a model's output (TracIn-CP, grad-cos, DataInf).
 
 Pick a run that carries a training-data index (the training callback or ``attrib-mlops tda
-index`` logged it; such runs are listed first, also without attribution steps), the model to query (prefilled with the index's last checkpoint, see
-:meth:`AttributionReader.training_index_model`), a probe sample of the run or a typed prompt, and the
-output tokens; the view shows the top supporting and opposing training examples (the text
+index`` logged it; such runs are listed first, also without attribution steps), the model
+to query (prefilled with the index's last checkpoint, see
+:meth:`AttributionReader.training_index_model`), a probe sample of the run or a typed
+prompt, and the output tokens; the view shows the top supporting and opposing training examples (the text
 around the words that match the selected tokens, and their scores), a score histogram with
 the listed examples marked, and, given a user continuation, the generation and the user's
 text side by side (word diff, one shared normalisation).

@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def check_db(tmp_path_factory):
-    """``uri``, ``client``, experiment id ``exp`` and a folder ``tmp`` of one SQLite store; tests make their own runs."""
+    """``uri``, ``client``, experiment ``exp`` and a folder ``tmp`` of one SQLite store; tests make their own runs."""
     from mlflow.tracking import MlflowClient
 
     tmp_path = tmp_path_factory.mktemp("check-store")

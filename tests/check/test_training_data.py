@@ -108,7 +108,8 @@ def test_cli_compares_training_data_results_of_mlflow_runs(check_db, tmp_path):
     assert "FAIL mean_top_overlap = 0.333 (required >= 0.800)" in bad.stdout
     assert "q1: top examples 'e0' 'e1' 'e2' -> 'e2' 'e3' 'e4'; top overlap 0.333" in bad.stdout
     report = json.loads(out.read_text())
-    assert report["verdict"] == "regression" and report["methods"][0]["metrics"]["mean_top_overlap"] == pytest.approx(1 / 3)
+    assert report["verdict"] == "regression"
+    assert report["methods"][0]["metrics"]["mean_top_overlap"] == pytest.approx(1 / 3)
     assert "mean_top_overlap" in (tmp_path / "r.xml").read_text()
 
     off = check(base, cand)  # the rule is opt-in: the default policy passes the same candidate

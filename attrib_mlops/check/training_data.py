@@ -23,13 +23,20 @@ from ..analysis.kinds.training_data import TRAINING_DATA, TrainingPairContext
 from ..analysis.registry import list_metrics
 from .loaders import short_list
 from .report import MethodReport
-from .rules import evaluate, rules
+from .rules import evaluate, fmt, rules
 
 __all__ = ["compare_method"]
 
 
 def _by_id(results: Sequence[Any]) -> dict[str, Any]:
     return {str(r.sample_id): r for r in results if r.sample_id is not None}
+
+
+def _describe(row: Mapping[str, Any], rb: Any) -> str:
+    """One line for the report: the top supporting example ids on each side and the query's target."""
+    show = lambda ids: " ".join(repr(str(i))[:40] for i in ids) or "-"  # noqa: E731
+    return (f"top examples {show(row['top_baseline'])} -> {show(row['top_candidate'])}; top overlap "
+            f"{fmt(row.get('top_overlap'))}; target {str(rb.target or '').strip()[:40]!r}")
 
 
 def compare_method(method: str, base: Sequence[Any], cand: Sequence[Any], gt: Mapping[str, list[int]],
@@ -52,6 +59,7 @@ def compare_method(method: str, base: Sequence[Any], cand: Sequence[Any], gt: Ma
             row[m.name] = m.fn(ctx)
         row["top_baseline"] = [it["id"] for it in b[sid].top(k)["positive"]]
         row["top_candidate"] = [it["id"] for it in c[sid].top(k)["positive"]]
+        row["text"] = _describe(row, b[sid])
         rows.append(row)
     rep.n_compared = len(rows)
     if len(rows) < policy.min_samples:

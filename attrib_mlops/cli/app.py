@@ -165,11 +165,17 @@ def _fmt(v: Any) -> str:
 
 def table_metrics() -> dict[str, str]:
     """Metric columns of :func:`metrics_table`: ``{name: short header}``, the registered metrics that
-    declare a ``preferred`` position, in that order (:mod:`attrib_mlops.analysis.registry`)."""
-    from ..analysis.registry import list_metrics
+    declare a ``preferred`` position, kind by kind (token matrix, context sources, training data...)
+    and in that order within a kind; a name two kinds share is one column
+    (:mod:`attrib_mlops.analysis.registry`)."""
+    from ..analysis.registry import TOKEN_MATRIX, kind_names, list_metrics
 
-    shown = sorted((m for m in list_metrics("sample") if m.preferred is not None), key=lambda m: m.preferred)
-    return {m.name: m.label for m in shown}
+    out: dict[str, str] = {}
+    for kind in sorted(kind_names(), key=lambda k: (k != TOKEN_MATRIX, k)):  # not the import order
+        shown = sorted((m for m in list_metrics("sample", kind) if m.preferred is not None), key=lambda m: m.preferred)
+        for m in shown:
+            out.setdefault(m.name, m.label)
+    return out
 
 
 def metrics_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> Table:

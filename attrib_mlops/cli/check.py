@@ -56,7 +56,7 @@ def check_cmd(
 ) -> None:
     """Regression check: compare the candidate's attribution to the baseline's on their shared probe samples.
 
-    Per method it computes how well the token importances correlate, the share of samples whose top-k source tokens changed (the baseline's most important token left the candidate's top-k), ground-truth hit@k and the target probability, and checks them against the policy's thresholds (defaults and YAML format: docs/regression-checks.md). Samples whose tokens differ are skipped and counted, never compared cell by cell.
+    Per method it computes how well the token importances correlate, the share of samples whose top-k source tokens changed (the baseline's most important token left the candidate's top-k), ground-truth hit@k and the target probability, and checks them against the policy's thresholds (defaults and YAML format: docs/regression-checks.md). Samples whose tokens differ are skipped and counted, never compared cell by cell. Context-source and training-data results are compared by their own metrics (top source changed; overlap of the top training examples, with the opt-in rule min_mean_top_overlap).
 
     Exit code 0 = pass, 1 = regression, 2 = cannot compare (unknown run, step not logged, method missing on one side, no shared or comparable samples, bad policy), always with a message saying why.
     """  # noqa: E501

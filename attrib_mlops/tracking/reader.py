@@ -40,6 +40,7 @@ from attrib_mlops.tracking import layout as L
 from attrib_mlops.tracking import manifest as M
 from attrib_mlops.tracking.errors import IntegrityError, SchemaVersionError, TrackingError, is_unreachable, newer_schema
 from attrib_mlops.tracking.estimators import EstimatorReading
+from attrib_mlops.tracking.index_reading import TrainingIndexReading
 from attrib_mlops.tracking.integrity import Verifier, expected_hash
 from attrib_mlops.tracking.kinds import DEFAULT_KIND, StorageKind, get_kind, kind_names
 
@@ -94,8 +95,8 @@ class _RunState:
     problems: dict[str, str] = field(default_factory=dict)
 
 
-class AttributionReader(EstimatorReading):
-    """Read attribution manifests, steps, results, summaries and views of MLflow runs (and AT2 estimators).
+class AttributionReader(EstimatorReading, TrainingIndexReading):
+    """Read attribution manifests, steps, results, summaries and views of MLflow runs (AT2 estimators, index).
 
     Args:
         tracking_uri: MLflow tracking URI (``None``: MLflow's default resolution).

@@ -27,38 +27,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from attrib_mlops.tracking.errors import TrackingError, is_unreachable
+from attrib_mlops.tracking.errors import is_unreachable
+from attrib_mlops.tracking.index_reading import ARTIFACT_PATH, TAG, _client, _get_run, find_training_index
 from attrib_mlops.training_data.errors import NoTrainingIndexError
 from attrib_mlops.training_data.storage import MANIFEST, TrainingIndex
 
 __all__ = ["ARTIFACT_PATH", "TAG", "log_training_index", "find_training_index", "load_training_index",
            "list_runs_with_index", "resolve_index", "looks_like_run_id"]
 
-ARTIFACT_PATH = "training_index"
-TAG = "attrib_mlops.training_index"
-
 HOW_TO_BUILD = ("build one with `attrib-mlops tda index --run {run} --checkpoints DIR --train-data FILE`, or in "
                 "Python with attrib_mlops.build_training_index(...) then "
                 "attrib_mlops.tracking.training_index.log_training_index(index, '{run}')")
-
-
-def _client(tracking_uri: str | None, client: Any) -> Any:
-    if client is not None:
-        return client
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
-
-
-def _get_run(client: Any, run_id: str) -> Any:
-    try:
-        return client.get_run(run_id)
-    except Exception as e:  # noqa: BLE001 - MLflow raises MlflowException for an unknown run
-        from mlflow.exceptions import MlflowException
-
-        if isinstance(e, MlflowException) and not is_unreachable(e):
-            raise TrackingError(f"run {run_id} cannot be read: {str(e)[:200]}") from None
-        raise
 
 
 def looks_like_run_id(ref: Any) -> bool:
@@ -99,20 +78,6 @@ def log_training_index(index: TrainingIndex | str | os.PathLike, run_id: str, *,
     client.set_tag(run_id, f"{TAG}.checkpoints", str(len(idx.checkpoints)))
     client.set_tag(run_id, f"{TAG}.dim", str(idx.dim))
     return artifact_path
-
-
-def find_training_index(run_id: str, *, tracking_uri: str | None = None, client: Any = None) -> str | None:
-    """The artifact path of the run's index, or None when the run has none."""
-    client = _client(tracking_uri, client)
-    run = _get_run(client, run_id)
-    path = run.data.tags.get(TAG) or ARTIFACT_PATH
-    try:
-        names = {os.path.basename(f.path) for f in client.list_artifacts(run_id, path)}
-    except Exception as e:  # noqa: BLE001
-        if is_unreachable(e):
-            raise
-        return None
-    return path if MANIFEST in names else None
 
 
 def _local_artifacts(run: Any) -> Path | None:

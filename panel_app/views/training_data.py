@@ -1,8 +1,10 @@
 """TrainingDataView: which training examples support or oppose a model's output (TracIn-CP, grad-cos, DataInf).
 
 Pick a run that carries a training-data index (the training callback or ``attrib-mlops tda
-index`` logged it), the model to query, a probe sample of the run or a typed prompt, and the
-output tokens; the view shows the top supporting and opposing training examples (the text
+index`` logged it; such runs are listed first, also without attribution steps), the model
+to query (prefilled with the index's last checkpoint, see
+:meth:`AttributionReader.training_index_model`), a probe sample of the run or a typed
+prompt, and the output tokens; the view shows the top supporting and opposing training examples (the text
 around the words that match the selected tokens, and their scores), a score histogram with
 the listed examples marked, and, given a user continuation, the generation and the user's
 text side by side (word diff, one shared normalisation).
@@ -156,7 +158,7 @@ class TrainingDataView(pn.viewable.Viewer):
                      (self.prompt, "prompt"), (self.target, "target"), (self.user_text, "user_text"),
                      (self.method, "method"), (self.top_k, "top_k"), (self.tokens, "tokens")):
             w.param.watch(lambda e, p=p: setattr(self.state, p, list(e.new) if p == "tokens" else e.new), "value")
-        self.run.param.watch(lambda *_e: self._fill_samples(), "value")
+        self.run.param.watch(lambda *_e: self._on_run(), "value")
         self.alert = TextAlert("danger", "tda-error")
         self.status = TextAlert("info", "tda-status")
         self.lists = SafeHTML(sizing_mode="stretch_width", css_classes=["tda-lists"], stylesheets=[_CSS])
@@ -164,19 +166,47 @@ class TrainingDataView(pn.viewable.Viewer):
         self.side = SafeHTML(sizing_mode="stretch_width", css_classes=["tda-side"], stylesheets=[_CSS])
         self._pending: dict[str, Any] = {}
         self._model_name = ""
+        self._prefilled = ""  # the model the view filled in from the run's index (replaced when the run changes)
         self._poller: Any = None
         app_state.param.watch(lambda e: self.prepare() if e.new == "training_data" else None, "tab")
 
     # ------------------------------------------------------------ choices
     def prepare(self) -> None:
-        """Runs from the store (those the overview listed; a run id may also be chosen in the URL state)."""
+        """Runs with a training-data index first (also those without attribution steps), then the store's other runs
+        (they may hold stored results); a run id may also be chosen in the URL state."""
         got = self.store.runs()
-        runs = {_run_label(r): r.run_id for r in (got.value if got.ok else [])}
+        try:
+            indexed = self.store.reader.training_index_runs()
+        except Exception:  # noqa: BLE001 - the store's own listing reports an unreachable server
+            indexed = []
+        runs = {}
+        for r in indexed:
+            n = f"index of {r['n_examples']} examples" if r["n_examples"] is not None else "index"
+            runs[f"{r['run_name']} · {self.store._experiment_name(r['experiment_id'])} · {r['run_id'][:8]} · {n}"] = \
+                r["run_id"]
+        listed = set(runs.values())
+        runs.update({_run_label(r): r.run_id for r in (got.value if got.ok else []) if r.run_id not in listed})
         if self.state.run_id and self.state.run_id not in runs.values():
             runs[self.state.run_id] = self.state.run_id
         _set_options(self.run, runs, self.state.run_id if self.state.run_id in runs.values()
                      else next(iter(runs.values()), None))
+        self._on_run()
+
+    def _on_run(self) -> None:
         self._fill_samples()
+        self._fill_model()
+
+    def _fill_model(self) -> None:
+        """Prefill the model with the one the run's index was built for (its last checkpoint), unless one was typed."""
+        typed = self.model.value.strip()
+        if not self.run.value or (typed and typed != self._prefilled):
+            return
+        try:
+            ref = self.store.reader.training_index_model(self.run.value)
+        except Exception:  # noqa: BLE001 - no readable index: the field stays as it is, the query says why
+            ref = None
+        if ref:
+            self._prefilled = self.model.value = ref
 
     def _fill_samples(self) -> None:
         samples = {}

@@ -37,14 +37,9 @@ def results(transform=lambda v: v, methods=("saliency",)):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """One SQLite store for the module (creating one takes seconds); every test makes its own runs."""
-    from mlflow.tracking import MlflowClient
-
-    tmp_path = tmp_path_factory.mktemp("check-store")
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("check", artifact_location=(tmp_path / "artifacts").as_uri())
+def store(check_db):
+    """The session's SQLite store (tests/check/conftest.py); every test makes its own runs."""
+    client, exp, tmp_path, uri = check_db.client, check_db.exp, check_db.tmp, check_db.uri
 
     def run(steps: dict[int, list[AttributionResult]]) -> str:
         run_id = client.create_run(exp).info.run_id

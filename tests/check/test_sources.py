@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 
 from attrib_mlops.check import Policy, compare
 from attrib_mlops.sources.result import SourceAttribution
@@ -48,14 +47,12 @@ def test_different_sources_are_never_compared():
     assert res.methods[0].skipped_counts == {"different_sources": 2}
 
 
-def test_runs_refs_load_the_sources_kind(tmp_path):
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    exp = client.create_experiment("chk", artifact_location=str(tmp_path / "artifacts"))
-    rid = client.create_run(exp).info.run_id
+def test_runs_refs_load_the_sources_kind(check_db, tmp_path):
+    client, uri = check_db.client, check_db.uri
+    rid = client.create_run(check_db.exp).info.run_id
     w = AttributionWriter(client, rid, spool_dir=tmp_path / "spool")
     w.log_step(1, _results([1, 1, 1, 1]))
     w.log_step(2, _results([0, 0, 0, 1]))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
     res = compare(f"runs:/{rid}@1", f"runs:/{rid}@2", tracking_uri=uri)
     assert res.verdict == "regression" and [m.method for m in res.methods] == ["ablation"]
     assert res.methods[0].metrics["top_source_changed_share"] == pytest.approx(0.75)

@@ -11,7 +11,10 @@ def test_table_columns_come_from_the_registry():
     assert table_metrics() == {"hit_at_1": "hit@1", "mean_rank": "rank", "topk_mass": "top-k",
                                "concentration_entropy": "entropy", "mean_probability": "p(tgt)",
                                # classifiers (analysis/kinds/token_matrix_classifier.py)
-                               "probe_accuracy": "acc", "rationale_hit_at_1": "rat hit@1", "rationale_tau": "rat tau"}
+                               "probe_accuracy": "acc", "rationale_hit_at_1": "rat hit@1", "rationale_tau": "rat tau",
+                               # context sources, then training data (analysis/kinds/sources.py, training_data.py)
+                               "lds": "LDS", "top1_drop": "top-1 drop", "top_score": "top score",
+                               "positive_share": "supporting", "top_concentration": "top-k mass"}
     rows = [{"model": "m", "method": "saliency", "computed": 2, "cached": 1,
              "metrics": {"topk_mass": 0.5, "hit_at_1": None, "mean_entropy": 3.0}}]
     console = Console(record=True, width=120)

@@ -1,7 +1,8 @@
 """The Training data view (panel_app/views/training_data.py) in a real Chromium against a real SQLite store.
 
 A tiny GPT-2 checkpoint, an index over 20 training examples (one carries script payloads)
-logged to a run, and a run without an index. The view's top examples equal a direct
+logged to a run, to a run without attribution steps, and a run without an index. Runs with an
+index are listed first and prefill the model with the index's checkpoint. The view's top examples equal a direct
 ``attribute_training_data`` call, the payload stays text, selecting an output token re-queries
 with it, the side-by-side shows the word diff, and the run without an index says how to build one.
 """
@@ -46,6 +47,8 @@ def tda_store(tmp_path_factory, tiny_dir):
     index = attrib_mlops.build_training_index([str(tiny_dir)], None, TRAIN, 0.1, projection_dim=64,
                                               out_dir=str(root / "index"), show_progress=False)
     log_training_index(index, runs["indexed"], client=client)
+    runs["trained"] = client.create_run(exp, run_name="run-trained").info.run_id  # an index, no attribution steps
+    log_training_index(index, runs["trained"], client=client)
     return {"uri": uri, "runs": runs, "index": index, "root": root}
 
 
@@ -90,12 +93,19 @@ def test_training_data_view(tda_dashboard, tda_store, tiny_dir, chromium):
     page.set_default_timeout(30_000)
     try:
         page.goto(f"{tda_dashboard}/?tab=training_data")
+        from playwright.sync_api import expect
+
         run_select = page.locator(".tda-run select")
         run_select.locator("option", has_text="run-indexed").first.wait_for(state="attached")
-        label = next(t for t in run_select.locator("option").all_text_contents() if t.startswith("run-indexed"))
-        run_select.select_option(label=label)
+        # runs with an index first (newest first), also one without attribution steps; then the others
+        options = run_select.locator("option").all_text_contents()
+        assert [o.split(" · ")[0] for o in options] == ["run-trained", "run-indexed", "run-plain"]
+        assert options[0].endswith("index of 20 examples") and "index" not in options[2]
+        # the model is prefilled from the run: the index's last checkpoint (no typing needed)
+        expect(page.locator(".tda-model input").first).to_have_value(str(tiny_dir))
+        run_select.select_option(label=options[1])
         page.locator(".tda-sample select option", has_text="q1").first.wait_for(state="attached")
-        _fill(page, ".tda-model", f"tiny={tiny_dir}")
+        expect(page.locator(".tda-model input").first).to_have_value(str(tiny_dir))
         _fill(page, ".tda-topk", "20")  # every example with a score other than 0 is listed
         _fill(page, ".tda-user", " w4 w9")  # side by side with the probe's target, in the same job
         page.locator(".tda-go button").click()
@@ -130,3 +140,4 @@ def test_training_data_view(tda_dashboard, tda_store, tiny_dir, chromium):
         assert page.evaluate("window.__pwned") == [] and errors == []
     finally:
         context.close()
+

@@ -67,6 +67,11 @@ def test_log_find_load_and_query_by_run_id(store, ckpt_dirs, tmp_path):
     assert {"training_index/manifest.json", "training_index/examples.jsonl", "training_index/ckpt-000"} <= names
     assert find_training_index(run_id, client=client) == "training_index"
     assert find_training_index(other, client=client) is None
+    from attrib_mlops.tracking import AttributionReader
+
+    listed = {r["run_id"]: r for r in AttributionReader(client=client).training_index_runs()}
+    assert run_id in listed and other not in listed
+    assert (listed[run_id]["n_examples"], listed[run_id]["n_checkpoints"]) == (3, 1)
     assert run_id in list_runs_with_index([exp], client=client) and other not in list_runs_with_index([exp],
                                                                                                     client=client)
 
@@ -102,6 +107,12 @@ def test_download_path_is_cached_until_the_manifest_changes(store, ckpt_dirs, tm
     assert json.loads((c.path / "manifest.json").read_text())["checkpoints"][1]["ref"] == ckpt_dirs[1]
     local = load_training_index(run_id, client=client)
     assert len(local.checkpoints) == 2
+    # the reader (what the dashboard uses) downloads the manifest alone: the model to query is the last checkpoint
+    from attrib_mlops.tracking import AttributionReader
+
+    reader = AttributionReader(client=client, cache_dir=tmp_path / "reader")
+    assert reader.training_index_manifest(run_id) == c.manifest
+    assert reader.training_index_model(run_id) == ckpt_dirs[1]
 
 
 def test_a_run_without_an_index_says_how_to_build_one(store):
@@ -113,6 +124,9 @@ def test_a_run_without_an_index_says_how_to_build_one(store):
     assert f"run {run_id} has no training-data index" in msg
     assert f"attrib-mlops tda index --run {run_id} --checkpoints DIR --train-data FILE" in msg
     assert "build_training_index" in msg
+    from attrib_mlops.tracking import AttributionReader
+
+    assert AttributionReader(client=client).training_index_model(run_id) is None
     with pytest.raises(TrackingError, match="cannot be read"):
         load_training_index("f" * 32, client=client)
     with pytest.raises(NoTrainingIndexError, match="neither an index folder nor an MLflow run id"):
@@ -152,3 +166,8 @@ def test_checkpoints_given_as_mlflow_model_uris(store, ckpt_dirs, tmp_path, monk
         shutil.rmtree(c["folder"])
     again = attribute_training_data(idx, local.checkpoints[-1]["folder"], None, "w1 w2", " w3")
     np.testing.assert_array_equal(again.scores, a.scores)
+    # logged to a run, the model to query it with is the last checkpoint's URI (its download is a temporary copy)
+    from attrib_mlops.tracking import AttributionReader
+
+    log_training_index(idx, run_id, client=client)
+    assert AttributionReader(client=client).training_index_model(run_id) == refs[-1]

@@ -85,6 +85,22 @@ def test_user_errors_are_one_line_with_exit_2(ckpt_root, ckpts, train_file, tmp_
     res = runner.invoke(tda_app, ["query", "--index", str(tmp_path / "i"), "-p", "w1 w2", "-t", " w3",
                                   "--target-tokens", "0,4"])
     _one_line_error(res, "target token 4 is out of range")
+    # extending the index: a changed training set, another parameter subset
+    fewer = tmp_path / "fewer.jsonl"
+    fewer.write_text("".join(train_file.read_text().splitlines(keepends=True)[:-1]))
+    extend = ["index", "-c", str(ckpts[1]), "--out", str(tmp_path / "i"), "--no-progress"]
+    _one_line_error(runner.invoke(tda_app, [*extend, "-d", str(fewer)]), "the training set no longer matches")
+    _one_line_error(runner.invoke(tda_app, [*extend, "-d", str(train_file), "--param", "lm_head*"]),
+                    "another parameter subset")
+    # querying with another model or another tokenizer than the index's
+    from attrib_mlops.demo.tiny import build_tiny_model, save_tiny
+
+    foreign = save_tiny(*build_tiny_model([f"x{i}" for i in range(40)], n_layer=1, n_embd=32, n_head=4,
+                                          n_positions=64), tmp_path / "foreign")
+    query = ["query", "--index", str(tmp_path / "i"), "-p", "w1 w2", "-t", " w3"]
+    _one_line_error(runner.invoke(tda_app, [*query, "--model", str(foreign), "--tokenizer", str(bare)]),
+                    "was built for another model")
+    _one_line_error(runner.invoke(tda_app, [*query, "--tokenizer", str(foreign)]), "another tokenizer")
     res = runner.invoke(tda_app, ["query", "--index", str(tmp_path / "nope"), "-p", "w1", "-t", " w3"])
     _one_line_error(res, "no index folder")
     client = mlflow.tracking.MlflowClient()

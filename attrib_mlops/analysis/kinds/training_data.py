@@ -82,10 +82,13 @@ def _pos_share(ctx: TrainingSampleContext) -> float | None:
 
 
 _S: dict[str, Any] = {"scope": "sample", "kind": TRAINING_DATA}
-register_metric("top_score", _max, **_S, label="top score", description="the largest training-example score")
-register_metric("positive_share", _pos_share, **_S, bounds=(0.0, 1.0), label="supporting",
+# preferred: CLI table columns; after the token matrix's in the Evolution view's default curves
+register_metric("top_score", _max, **_S, label="top score", preferred=10,
+                description="the largest training-example score")
+register_metric("positive_share", _pos_share, **_S, bounds=(0.0, 1.0), label="supporting", preferred=11,
                 description="share of training examples with a positive (supporting) score")
 register_metric("top_concentration", lambda c: c.top_concentration(), **_S, bounds=(0.0, 1.0), label="top-k mass",
+                preferred=12,
                 description="share of the total |score| held by the k most supporting examples")
 
 register_metric("top_overlap", lambda c: c.overlap("positive"), scope="drift", kind=TRAINING_DATA,

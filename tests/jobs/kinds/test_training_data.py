@@ -85,8 +85,31 @@ def test_job_runs_training_data_queries_into_folder_and_mlflow(tiny_dir, index_d
     stored = reader.load(mlflow_sink.run_id, 0, "tiny", "tracin", kind="training_data")
     np.testing.assert_array_equal(stored[1].scores, local[("tiny", "tracin")][1].scores)
 
-    again = run_job(spec, progress=False)
-    assert [(p.computed, p.cached) for p in again.pairs] == [(0, 2), (0, 2), (0, 2)]
+    # the regression check reads the job's run (runs:/ ref) and compares its top examples with the folder's
+    from typer.testing import CliRunner
+
+    from attrib_mlops.cli import app
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("k: 3\nmin_mean_top_overlap: 1.0\n")
+    res = CliRunner().invoke(app, ["check", "--tracking-uri", uri, "-b", f"runs:/{mlflow_sink.run_id}#tiny", "-c",
+                                   f"{spec['output_dir']}@tiny", "-m", "tracin", "-m", "grad_cos", "-p", str(policy)])
+    assert res.exit_code == 0, res.output
+    assert "pass mean_top_overlap = 1.000" in res.stdout and "method grad_cos: PASS -- 2 of 2" in res.stdout
+
+    # a re-run through the CLI comes from the cache; its table has the training-data columns
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps(spec))
+    again = CliRunner().invoke(app, ["run", str(job_file), "--no-progress", "--no-mlflow"], terminal_width=200)
+    assert again.exit_code == 0, again.output
+    assert "0 results computed, 6 from cache" in again.stdout
+    lines = again.stdout.splitlines()
+    assert "score" in next(line for line in lines if "new/cached" in line)
+    cells = {tuple(line.split()[:2]): line.split()[2:] for line in lines if line.split()[:1] == ["tiny"]}
+    # columns: new/cached, the token matrix's top-k, entropy, p(tgt), then top score, supporting, top-k mass
+    assert cells[("tiny", "saliency")][0] == "0/2" and cells[("tiny", "saliency")][4] == "-"
+    assert cells[("tiny", "tracin")][:5] == ["0/2", "-", "-", "-", f"{out.pairs[1].metrics['top_score']:.2f}"]
+    assert cells[("tiny", "grad_cos")][5] == f"{out.pairs[2].metrics['positive_share']:.2f}"
 
 
 def test_a_run_without_an_index_says_how_to_build_one(tiny_dir, tmp_path, samples):

@@ -54,6 +54,7 @@ class BackgroundUploader:
         self._asked = 0  # requests made (generation counter)
         self._served = 0  # the last request a finished flush pass covers
         self._stopping = False
+        self._released = False  # after take_over(): no pass starts again
         self._thread: threading.Thread | None = None
         self.last_failure: BaseException | None = None
         self.failing = False
@@ -63,6 +64,8 @@ class BackgroundUploader:
         """Ask for a flush pass (starting the thread if needed); returns the request's number."""
         with self._cv:
             self._asked += 1
+            if self._released:
+                return self._asked
             self._stopping = False
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="attrib-mlops-uploader", daemon=True)
@@ -111,6 +114,24 @@ class BackgroundUploader:
                 return False
             last, deadline = now, time.monotonic() + timeout
 
+    def take_over(self) -> None:
+        """Stop now, ending the worker process even mid-pass; later commits are this process's job.
+
+        For the end of training when the low-priority worker makes no progress (a busy CPU
+        starves it). A pass the worker had begun is redone by the next commit: every commit
+        stage is idempotent (:mod:`attrib_mlops.tracking.commit`).
+        """
+        with self._cv:
+            self._stopping = self._released = True
+            child, self._child = self._child, None
+            self._cv.notify_all()
+        if child is not None:
+            child.kill()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+
     def stop(self) -> None:
         """Let the thread end after its current request (it is a daemon: it never keeps the process alive)."""
         with self._cv:
@@ -133,7 +154,7 @@ class BackgroundUploader:
                             self._asked += 1  # periodic retry during an outage
                         else:
                             self._end_child()  # idle: free the worker process (it restarts on demand)
-                if self._stopping and self._served >= self._asked:
+                if self._released or (self._stopping and self._served >= self._asked):
                     self._end_child()
                     return
                 request = self._asked
@@ -159,24 +180,32 @@ class BackgroundUploader:
         from attrib_mlops.tracking.upload_worker import command
 
         w = self._writer
-        if self._child is None or self._child.poll() is not None:
-            uri = str(getattr(w.client, "tracking_uri", None) or "")
-            self._child = subprocess.Popen(
-                command(uri, w.run_id, str(w.spool_root), w.artifact_root, w.k, w.max_html_samples),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8",
-                env={**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
-            if self._child.stdout.readline():  # {"ready": true}: started (slow on a loaded machine)
+        with self._cv:
+            child = self._child
+            if self._released:
+                return TrackingError("the attribution upload was taken over by the training process")
+            if child is None or child.poll() is not None:
+                uri = str(getattr(w.client, "tracking_uri", None) or "")
+                child = self._child = subprocess.Popen(
+                    command(uri, w.run_id, str(w.spool_root), w.artifact_root, w.k, w.max_html_samples),
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8",
+                    env={**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+                fresh = True
+            else:
+                fresh = False
+        try:  # ``child`` stays this pass's process even if take_over() ends it meanwhile
+            if fresh and child.stdout.readline():  # {"ready": true}: started (slow on a loaded machine)
                 self.started += 1
-        try:
-            self._child.stdin.write("flush\n")
-            self._child.stdin.flush()
-            line = self._child.stdout.readline()
-        except OSError as e:
+            child.stdin.write("flush\n")
+            child.stdin.flush()
+            line = child.stdout.readline()
+        except (OSError, ValueError) as e:  # ValueError: a pipe closed by take_over()
             line, why = "", str(e)
         else:
             why = "it exited"
         if not line:
-            self._end_child()
+            if self._child is child:
+                self._end_child()
             return TrackingError(f"the attribution upload worker failed ({why}); the steps stay in the spool")
         reply = json.loads(line)
         if reply.get("ok"):
@@ -193,6 +222,9 @@ class BackgroundUploader:
                 pass
 
     def _note(self, failure: BaseException | None) -> None:
+        if self._released:  # the caller of take_over() reports what is left
+            self.last_failure = failure
+            return
         if failure is not None and not self.failing:
             n = len(self._writer.spool.entries())
             self._writer._report(failure, f"{n} step entr{'y' if n == 1 else 'ies'} kept in "

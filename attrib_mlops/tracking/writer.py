@@ -367,6 +367,10 @@ class AttributionWriter:
         """End of training: upload what is pending, giving up after ``timeout`` s (default ``flush_timeout_s``)
         without progress (an unreachable server costs at most that; a working upload is not cut off).
 
+        When the background worker process (low CPU priority) makes no progress for ``timeout``
+        s while still busy, for instance starved by other work on a loaded machine, this process
+        ends it and commits the rest itself, within one more ``timeout`` s without progress.
+
         What is not uploaded stays in the spool, and ONE warning line says how it will be
         uploaded (by the next writer on this run, or ``attrib-mlops sync``); ``strict=True``
         raises :class:`TrackingUnavailableError` with that line instead.
@@ -385,6 +389,13 @@ class AttributionWriter:
         uploader = self._uploader or BackgroundUploader(self, process=False)  # bounded: commit off this thread
         with quiet(logger):  # the one line below replaces the per-failure warnings
             done = uploader.drain(timeout, lambda: len(self.pending())) and not self.pending()
+            if not done and uploader.process and uploader.busy:
+                # the low-priority worker made no progress (a busy CPU starves it, or the server is
+                # down): commit the rest from this process, at its priority, within one more window
+                uploader.take_over()
+                self._uploader = BackgroundUploader(self)  # a later step starts a new worker
+                uploader = BackgroundUploader(self, process=False)
+                done = uploader.drain(timeout, lambda: len(self.pending())) and not self.pending()
         uploader.stop()
         if done:
             return True

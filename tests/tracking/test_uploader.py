@@ -96,3 +96,30 @@ def test_bad_flush_timeout_is_refused(store, tmp_path):
     client, run_id = store
     with pytest.raises(InputError, match="flush_timeout_s"):
         AttributionWriter(client, run_id, spool_dir=tmp_path / "spool", flush_timeout_s=-1)
+
+
+def test_close_commits_itself_when_the_worker_is_starved(store, tmp_path):
+    """A worker that gets no CPU (here: stopped with SIGSTOP, as a busy machine starves a nice-19
+    process) does not cost the run its steps: after one window without progress, close() ends
+    it and commits from the training process, every metric once."""
+    import os
+    import signal
+
+    client, run_id = store
+    w = AttributionWriter(client, run_id, spool_dir=tmp_path / "spool", background=True)
+    assert w._uploader.wait(timeout=120)  # the worker is up (nothing to commit yet)
+    child = w._uploader._child
+    os.kill(child.pid, signal.SIGSTOP)
+    try:
+        for step in (1, 2):
+            w.log_step(step, make_results(step), extra_metrics={"attrib/cost_seconds": 1.0})
+        t0 = time.monotonic()
+        assert w.close(timeout=2) is True and w.pending() == []
+        assert time.monotonic() - t0 < 2 + 60  # one window for the worker, then the commit itself
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+    assert child.wait(timeout=30) == -signal.SIGKILL  # ended by close(), not left stopped
+    reader = AttributionReader(client=client)
+    assert reader.steps(run_id) == [1, 2] and reader.problems(run_id, deep=True) == []
+    assert sorted(m.step for m in client.get_metric_history(run_id, "attrib/cost_seconds")) == [1, 2]

@@ -27,9 +27,9 @@ from ..analysis.compare import by_sample_id, shared_ids
 from ..analysis.kinds.sources import SOURCES, SourcePairContext, SourceSideContext, same_sources, top_source
 from ..analysis.registry import list_metrics
 from ..sources.result import SourceAttribution
-from .loaders import short_list
 from .report import MethodReport
-from .rules import evaluate, fmt, rules
+from .rules import fmt
+from .verdict import aggregate, judge, no_shared, too_few
 
 __all__ = ["compare_method"]
 
@@ -63,15 +63,7 @@ def _row(sid: str, rb: SourceAttribution, rc: SourceAttribution, k: int) -> dict
 
 
 def _aggregate(rows: list[dict[str, Any]]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for m in list_metrics("check", SOURCES):
-        out[m.summary_name] = m.reduce(r[m.name] for r in rows)
-    for m in list_metrics("check_side", SOURCES):
-        have = [r for r in rows if f"{m.key}_baseline" in r]
-        b = m.reduce(r[f"{m.key}_baseline"] for r in have)
-        c = m.reduce(r[f"{m.key}_candidate"] for r in have)
-        out[f"{m.summary_name}_baseline"], out[m.summary_name] = b, c
-        out[f"{m.summary_name}_drop"] = b - c if b is not None and c is not None else None
+    out = aggregate(SOURCES, rows)
     side_keys = [f"{m.key}_baseline" for m in list_metrics("check_side", SOURCES)]
     out["n_ground_truth"] = float(sum(1 for r in rows if any(k in r for k in side_keys)))
     return out
@@ -92,10 +84,7 @@ def compare_method(method: str, base: Sequence[SourceAttribution], cand: Sequenc
     shared = shared_ids(da, db)
     rep = MethodReport(method, "pass", n_baseline=len(da), n_candidate=len(db), n_shared=len(shared))
     if not shared:
-        rep.verdict = "cannot_compare"
-        rep.reasons.append(f"method '{method}': no shared samples (baseline ids {short_list(list(da), 5)}, "
-                           f"candidate ids {short_list(list(db), 5)})")
-        return rep
+        return no_shared(rep, list(da), list(db))
     rows = []
     for sid in shared:
         if not same_sources(da[sid], db[sid]):
@@ -109,15 +98,7 @@ def compare_method(method: str, base: Sequence[SourceAttribution], cand: Sequenc
         rep.reasons.append(f"method '{method}': none of the {len(shared)} shared samples scores the same sources "
                            "on both sides")
         return rep
-    if len(rows) < policy.min_samples:
-        rep.verdict = "cannot_compare"
-        rep.reasons.append(f"method '{method}': only {len(rows)} comparable samples, the policy needs "
-                           f"min_samples={policy.min_samples}")
+    if too_few(rep, len(rows), policy):
         return rep
-    rep.metrics = m = _aggregate(rows)
-    th = policy.for_method(method)
-    results = [evaluate(r, m.get(r.value_key), th[r.key], k=policy.k, metrics=m) for r in rules(SOURCES)]
-    rep.rules = [r for r in results if r is not None]
-    rep.verdict = "regression" if rep.failed_rules else "pass"
-    rep.worst = sorted(rows, key=_sort_key)[: policy.n_worst]
+    judge(rep, SOURCES, rows, _aggregate(rows), policy, _sort_key)
     return rep

@@ -22,9 +22,9 @@ from ..analysis.kinds.token_matrix import CheckContext, SideContext
 from ..analysis.registry import TOKEN_MATRIX, list_metrics
 from ..errors import AttribError
 from ..result import AttributionResult
-from .loaders import short_list
 from .report import MethodReport
-from .rules import evaluate, rules
+from .rules import rules
+from .verdict import aggregate, judge, no_shared, too_few
 
 __all__ = ["compare_method"]
 
@@ -58,16 +58,8 @@ def _row(pair: Any, truth: Sequence[int] | None, k: int) -> dict[str, Any]:
 
 def _aggregate(rows: list[dict[str, Any]]) -> dict[str, float | None]:
     """The per-method values: each check metric aggregated; each side metric per side and its drop."""
-    out: dict[str, float | None] = {}
-    for m in list_metrics("check", TOKEN_MATRIX):
-        out[m.summary_name] = m.reduce(r[m.name] for r in rows)
+    out = aggregate(TOKEN_MATRIX, rows)
     out["n_ground_truth"] = float(sum(1 for r in rows if r["truth_tokens"]))
-    for m in list_metrics("check_side", TOKEN_MATRIX):
-        have = [r for r in rows if f"{m.key}_baseline" in r]
-        b = m.reduce(r[f"{m.key}_baseline"] for r in have)
-        c = m.reduce(r[f"{m.key}_candidate"] for r in have)
-        out[f"{m.summary_name}_baseline"], out[m.summary_name] = b, c
-        out[f"{m.summary_name}_drop"] = b - c if b is not None and c is not None else None
     return out
 
 
@@ -83,11 +75,7 @@ def compare_method(method: str, base: Sequence[AttributionResult], cand: Sequenc
     rep = MethodReport(method, "pass", n_baseline=pairing.n_a, n_candidate=pairing.n_b, n_shared=pairing.n_shared)
     rep.skipped = list(pairing.skipped)
     if not pairing.n_shared:
-        rep.verdict = "cannot_compare"
-        ids_b = [*(p.sample_id for p in pairing.pairs), *pairing.only_a]
-        rep.reasons.append(f"method '{method}': no shared samples (baseline ids {short_list(ids_b, 5)}, "
-                           f"candidate ids {short_list(pairing.only_b, 5)})")
-        return rep
+        return no_shared(rep, [*(p.sample_id for p in pairing.pairs), *pairing.only_a], pairing.only_b)
     k = policy.k
     rows = [_row(p, gt.get(p.sample_id), k) for p in pairing.pairs]
     rep.n_truncated = sum(1 for p in pairing.pairs if p.truncated)
@@ -98,20 +86,12 @@ def compare_method(method: str, base: Sequence[AttributionResult], cand: Sequenc
         rep.reasons.append(f"method '{method}': none of the {pairing.n_shared} shared samples is comparable "
                            f"({counts}); different tokenisation or continuations are never compared cell by cell")
         return rep
-    if len(rows) < policy.min_samples:
-        rep.verdict = "cannot_compare"
-        rep.reasons.append(f"method '{method}': only {len(rows)} comparable samples, the policy needs "
-                           f"min_samples={policy.min_samples}")
+    if too_few(rep, len(rows), policy):
         return rep
-    rep.metrics = m = _aggregate(rows)
-    th = policy.for_method(method)
     applies = [r for r in rules(TOKEN_MATRIX)  # e.g. classifier metrics on a causal LM's results: no rule
                if not (r.metric.only_some and not any(f"{r.metric.key}_baseline" in row for row in rows))]
-    results = [evaluate(r, m.get(r.value_key), th[r.key], k=k, metrics=m) for r in applies]
-    rep.rules = [r for r in results if r is not None]
-    rep.verdict = "regression" if rep.failed_rules else "pass"
     keep = ["id", *(x.name for x in list_metrics("check", TOKEN_MATRIX)), "truncated", "top_baseline",
             "top_candidate", *(f"{x.key}_{s}" for x in list_metrics("check_side", TOKEN_MATRIX) for s in _SIDES),
             "truth_tokens", "prompt_tokens", "target_tokens"]
-    rep.worst = [{kk: r.get(kk) for kk in keep} for r in sorted(rows, key=_sort_key)[: policy.n_worst]]
+    judge(rep, TOKEN_MATRIX, rows, _aggregate(rows), policy, _sort_key, applies=applies, keep=keep)
     return rep

@@ -21,9 +21,9 @@ from typing import Any
 
 from ..analysis.kinds.training_data import TRAINING_DATA, TrainingPairContext
 from ..analysis.registry import list_metrics
-from .loaders import short_list
 from .report import MethodReport
-from .rules import evaluate, fmt, rules
+from .rules import fmt
+from .verdict import aggregate, judge, no_shared, too_few
 
 __all__ = ["compare_method"]
 
@@ -46,10 +46,7 @@ def compare_method(method: str, base: Sequence[Any], cand: Sequence[Any], gt: Ma
     shared = [sid for sid in b if sid in c]
     rep = MethodReport(method, "pass", n_baseline=len(b), n_candidate=len(c), n_shared=len(shared))
     if not shared:
-        rep.verdict = "cannot_compare"
-        rep.reasons.append(f"method '{method}': no shared queries (baseline ids {short_list(list(b), 5)}, "
-                           f"candidate ids {short_list(list(c), 5)})")
-        return rep
+        return no_shared(rep, list(b), list(c), what="queries")
     k = policy.k
     rows = []
     for sid in shared:
@@ -62,16 +59,8 @@ def compare_method(method: str, base: Sequence[Any], cand: Sequence[Any], gt: Ma
         row["text"] = _describe(row, b[sid])
         rows.append(row)
     rep.n_compared = len(rows)
-    if len(rows) < policy.min_samples:
-        rep.verdict = "cannot_compare"
-        rep.reasons.append(f"method '{method}': only {len(rows)} comparable queries, the policy needs "
-                           f"min_samples={policy.min_samples}")
+    if too_few(rep, len(rows), policy, what="queries"):
         return rep
-    rep.metrics = m = {x.summary_name: x.reduce(r[x.name] for r in rows) for x in list_metrics("check", TRAINING_DATA)}
-    th = policy.for_method(method)
-    results = [evaluate(r, m.get(r.value_key), th[r.key], k=k, metrics=m) for r in rules(TRAINING_DATA)]
-    rep.rules = [r for r in results if r is not None]
-    rep.verdict = "regression" if rep.failed_rules else "pass"
-    worst = sorted(rows, key=lambda r: (r["top_overlap"] if r["top_overlap"] is not None else 2.0))
-    rep.worst = worst[: policy.n_worst]
+    judge(rep, TRAINING_DATA, rows, aggregate(TRAINING_DATA, rows), policy,
+          lambda r: r["top_overlap"] if r["top_overlap"] is not None else 2.0)
     return rep

@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["BackgroundUploader", "quiet", "redact"]
+__all__ = ["BackgroundUploader", "leftover_message", "quiet", "redact"]
 
 logger = logging.getLogger("attrib_mlops.tracking.writer")
 
@@ -252,6 +252,17 @@ class quiet:
 
     def __exit__(self, *exc: Any) -> None:
         self.log.setLevel(self.level)
+
+
+def leftover_message(w: Any, elapsed: float, busy: bool, hint: str | None = None) -> str:
+    """The one line :meth:`AttributionWriter.close` logs (or raises) about what it left in the spool."""
+    n = len(w.spool.entries())
+    what = f"{n} step entr{'y' if n == 1 else 'ies'}" + (" and the probe set" if w.spool.probe_path.exists() else "")
+    why = "upload still running" if busy else "tracking server unreachable"
+    uri = hint or getattr(w.client, "tracking_uri", None) or "<tracking uri>"
+    return (f"attribution: {what} of run {w.run_id} not uploaded after {elapsed:.0f} s ({why}); kept in "
+            f"{w.spool_dir}, uploaded when a writer on this run starts again (e.g. a resumed training) or by: "
+            f"attrib-mlops sync {w.spool_root} --run-id {w.run_id} --tracking-uri {redact(uri)}")
 
 
 def redact(uri: str) -> str:

@@ -80,7 +80,7 @@ from attrib_mlops.tracking.logged_models import ModelIds
 from attrib_mlops.tracking.references import References
 from attrib_mlops.tracking.spool import Spool, default_spool_dir
 from attrib_mlops.tracking.step_input import group_by_method, merge_ground_truth, probe_from_results
-from attrib_mlops.tracking.uploader import BackgroundUploader, quiet, redact
+from attrib_mlops.tracking.uploader import BackgroundUploader, leftover_message, quiet
 
 __all__ = ["AttributionWriter", "StepSummary", "default_spool_dir", "library_versions"]
 
@@ -367,9 +367,8 @@ class AttributionWriter:
         """End of training: upload what is pending, giving up after ``timeout`` s (default ``flush_timeout_s``)
         without progress (an unreachable server costs at most that; a working upload is not cut off).
 
-        When the background worker process (low CPU priority) makes no progress for ``timeout``
-        s while still busy, for instance starved by other work on a loaded machine, this process
-        ends it and commits the rest itself, within one more ``timeout`` s without progress.
+        A background worker (low CPU priority) busy without progress for ``timeout`` s, e.g. starved on
+        a loaded machine, is ended: this process commits the rest within one more such window.
 
         What is not uploaded stays in the spool, and ONE warning line says how it will be
         uploaded (by the next writer on this run, or ``attrib-mlops sync``); ``strict=True``
@@ -389,9 +388,7 @@ class AttributionWriter:
         uploader = self._uploader or BackgroundUploader(self, process=False)  # bounded: commit off this thread
         with quiet(logger):  # the one line below replaces the per-failure warnings
             done = uploader.drain(timeout, lambda: len(self.pending())) and not self.pending()
-            if not done and uploader.process and uploader.busy:
-                # the low-priority worker made no progress (a busy CPU starves it, or the server is
-                # down): commit the rest from this process, at its priority, within one more window
+            if not done and uploader.process and uploader.busy:  # a starved worker, or the server is down
                 uploader.take_over()
                 self._uploader = BackgroundUploader(self)  # a later step starts a new worker
                 uploader = BackgroundUploader(self, process=False)
@@ -399,15 +396,7 @@ class AttributionWriter:
         uploader.stop()
         if done:
             return True
-        n = len(self.spool.entries())
-        what = f"{n} step entr{'y' if n == 1 else 'ies'}" + (" and the probe set" if self.spool.probe_path.exists()
-                                                              else "")
-        why = "upload still running" if uploader.busy else "tracking server unreachable"
-        uri = hint or getattr(self.client, "tracking_uri", None) or "<tracking uri>"
-        msg = (f"attribution: {what} of run {self.run_id} not uploaded after "
-               f"{time.monotonic() - t0:.0f} s ({why}); kept in {self.spool_dir}, uploaded when a writer on this "
-               f"run starts again (e.g. a resumed training) or by: attrib-mlops sync {self.spool_root} "
-               f"--run-id {self.run_id} --tracking-uri {redact(uri)}")
+        msg = leftover_message(self, time.monotonic() - t0, uploader.busy, hint)
         if self.strict:
             raise TrackingUnavailableError(msg)
         logger.warning(msg)

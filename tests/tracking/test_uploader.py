@@ -107,15 +107,17 @@ def test_close_commits_itself_when_the_worker_is_starved(store, tmp_path):
 
     client, run_id = store
     w = AttributionWriter(client, run_id, spool_dir=tmp_path / "spool", background=True)
-    assert w._uploader.wait(timeout=120)  # the worker is up (nothing to commit yet)
-    child = w._uploader._child
+    w.log_step(1, make_results(1), extra_metrics={"attrib/cost_seconds": 1.0})  # starts the worker
+    deadline = time.monotonic() + 60
+    while (child := w._uploader._child) is None:
+        assert time.monotonic() < deadline, "the upload worker was not started"
+        time.sleep(0.01)
     os.kill(child.pid, signal.SIGSTOP)
     try:
-        for step in (1, 2):
-            w.log_step(step, make_results(step), extra_metrics={"attrib/cost_seconds": 1.0})
+        w.log_step(2, make_results(2), extra_metrics={"attrib/cost_seconds": 1.0})
         t0 = time.monotonic()
-        assert w.close(timeout=2) is True and w.pending() == []
-        assert time.monotonic() - t0 < 2 + 60  # one window for the worker, then the commit itself
+        assert w.close(timeout=10) is True and w.pending() == []  # 10 s: the default window
+        assert time.monotonic() - t0 < 10 + 60  # one window for the worker, then the commit itself
     finally:
         if child.poll() is None:
             os.kill(child.pid, signal.SIGKILL)

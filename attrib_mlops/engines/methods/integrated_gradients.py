@@ -58,21 +58,27 @@ class IntegratedGradients(AttributionMethod):
     def compute_classifier(self, run: Any) -> Any:
         import torch
 
-        from ..classifier_kernels import class_probs, column_grads
+        from ..classifier_kernels import class_probs, column_grads, equal_length_groups
         from ..classifier_prep import baseline_embeddings
         from ..native_kernels import dim_agg, path_gradient_sums
 
         batch, x0, fwd = run.batch, run.x0, run.fwd
         p0, cols, valid, per = class_probs(run)
         base = baseline_embeddings(run.model, run.tokenizer, batch, x0, run.options)
+        K = cols.shape[1]
+        cells = torch.zeros((batch.N, batch.L, K), dtype=torch.float32)
+        # samples of one length together, unpadded: n_steps forwards of the padding would cost as
+        # much as the real tokens' (the steps of several samples still share each forward)
+        for idx, rows in equal_length_groups(batch):
+            mask, pos, g_cols, g_valid = batch.mask[idx, rows], batch.pos[idx, rows], cols[idx], valid[idx]
 
-        def grads(xs, rep, weights):
-            probs = fwd(xs, rep(batch.mask), rep(batch.pos)).softmax(-1)
-            yield from column_grads(probs, xs, rep(cols), rep(valid), weights)
+            def grads(xs, rep, weights, mask=mask, pos=pos, g_cols=g_cols, g_valid=g_valid):
+                probs = fwd(xs, rep(mask), rep(pos)).softmax(-1)
+                yield from column_grads(probs, xs, rep(g_cols), rep(g_valid), weights)
 
-        total = path_gradient_sums(x0, base, run.options, cols.shape[1], grads)
-        delta = (x0 - base).float()
-        cells = torch.zeros((batch.N, batch.L, cols.shape[1]), dtype=torch.float32)
-        for k in range(cols.shape[1]):
-            cells[:, :, k] = dim_agg(total[k] * delta, run.options.dim_aggregation).cpu()
+            xg, bg = x0[idx, rows], base[idx, rows]
+            total = path_gradient_sums(xg, bg, run.options, K, grads)
+            delta = (xg - bg).float()
+            for k in range(K):
+                cells[idx.cpu(), rows, k] = dim_agg(total[k] * delta, run.options.dim_aggregation).cpu()
         return cells, p0, per

@@ -330,10 +330,11 @@ class ClassifierForward:
         self.model = model
         self.left = left
 
-    def __call__(self, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, **kw: Any) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor, **kw: Any) -> torch.Tensor:
+        """Logits; ``mask`` None = no padding."""
         return self.outputs(x, mask, pos, **kw).logits.float()
 
-    def outputs(self, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, **kw: Any) -> Any:
+    def outputs(self, x: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor, **kw: Any) -> Any:
         args: dict[str, Any] = {"inputs_embeds": x, "attention_mask": mask}
         if self.left:
             args["position_ids"] = pos

@@ -70,10 +70,11 @@ class IntegratedGradients(AttributionMethod):
         # samples of one length together, unpadded: n_steps forwards of the padding would cost as
         # much as the real tokens' (the steps of several samples still share each forward)
         for idx, rows in equal_length_groups(batch):
-            mask, pos, g_cols, g_valid = batch.mask[idx, rows], batch.pos[idx, rows], cols[idx], valid[idx]
+            pos, g_cols, g_valid = batch.pos[idx, rows], cols[idx], valid[idx]
 
-            def grads(xs, rep, weights, mask=mask, pos=pos, g_cols=g_cols, g_valid=g_valid):
-                probs = fwd(xs, rep(mask), rep(pos)).softmax(-1)
+            def grads(xs, rep, weights, pos=pos, g_cols=g_cols, g_valid=g_valid):
+                # no padding, no mask: the attention kernels' unmasked path
+                probs = fwd(xs, None, rep(pos)).softmax(-1)
                 yield from column_grads(probs, xs, rep(g_cols), rep(g_valid), weights)
 
             xg, bg = x0[idx, rows], base[idx, rows]

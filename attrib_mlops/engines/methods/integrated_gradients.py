@@ -6,7 +6,9 @@ embedding dimension. The interpolation steps of many samples are batched
 (``options.max_tokens_per_forward``) and every target column shares each forward
 pass (:func:`~attrib_mlops.engines.native_kernels.path_gradient_sums`, one kernel
 for causal LMs and classifiers). Baselines: the UNK embedding (causal LMs: EOS stays
-EOS; classifiers: special tokens stay) or zeros.
+EOS; classifiers: special tokens stay) or zeros. Classifiers: the samples of one length
+go together, unpadded and without an attention mask
+(:func:`~attrib_mlops.engines.classifier_kernels.equal_length_groups`).
 """
 
 from __future__ import annotations

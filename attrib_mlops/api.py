@@ -31,9 +31,23 @@ def list_methods() -> dict[str, list[str]]:
     return {name: get_engine(name).methods() for name in engine_names()}
 
 
-def resolve_engine(method: str, engine: str = "auto") -> str:
-    """Which engine runs ``method``: ``auto`` = native when it can, else inseq."""
+def resolve_engine(method: str, engine: str = "auto", model_kind: str | None = None) -> str:
+    """Which engine runs ``method``: ``auto`` = native when it can, else inseq (causal LMs).
+
+    For ``model_kind="classifier"`` the choice is among the engines that attribute
+    sequence classifiers (native, else captum: lime and kernel_shap), as
+    :func:`attrib_mlops.classify.resolve_classifier_engine`.
+
+    >>> resolve_engine("lime", model_kind="classifier")
+    'captum'
+    """
     from .engines import get_engine, method_names
+    from .engines.registry import CLASSIFIER
+
+    if model_kind == CLASSIFIER:
+        from .classify import resolve_classifier_engine
+
+        return resolve_classifier_engine(method, engine)
 
     # the common case needs no catalogue of Inseq's methods (importing Inseq takes seconds)
     if engine in ("auto", "native") and method in method_names("native"):

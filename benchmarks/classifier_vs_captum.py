@@ -2,15 +2,24 @@
 
 Run:  python benchmarks/classifier_vs_captum.py                   (tiny BERT + real MiniLM)
       python benchmarks/classifier_vs_captum.py --models tiny --repeats 3
+      python benchmarks/classifier_vs_captum.py --threads 1          (steadier on a busy machine)
 
 Part 1, for each model and method (saliency, integrated gradients): the same
 ``--n`` generated sentiment reviews and the same target classes go through
 
 * **native**: ``attribute(..., batch_size=64)``: padded batches, one backward
-  per batch (IG: the interpolation steps of several samples in one pass);
+  per batch (IG: the samples of one length together, unpadded, their
+  interpolation steps in one pass); on BERT-style encoders the last layer is
+  computed at [CLS] only (exact; :mod:`attrib_mlops.engines.classifier_trim`);
 * **captum**: Captum's ``Saliency`` / ``IntegratedGradients`` called per
-  example on the unpadded input (IG: the 50 Gauss-Legendre steps of one example
-  in one internal batch, Captum's default), reduced with the same L2 norm.
+  example on the unpadded input, no attention mask (IG: all ``--n-steps``
+  Gauss-Legendre steps of one example in one internal batch,
+  ``internal_batch_size=None``, Captum's default and its fastest setting here),
+  reduced with the same L2 norm.
+
+Both sides get the same model object (its parameters' ``requires_grad`` off, so
+neither computes parameter gradients), the same attention implementation, the
+same baseline (UNK at every non-special position), the same targets and steps.
 
 Timings are the median of ``--repeats`` interleaved repeats (native, captum,
 native, captum...) after one warm-up call each; ``speed-up`` = captum /
@@ -91,13 +100,14 @@ def timed(fn):
 def part1(kinds, n, repeats, n_steps):
     recs = make_sentiment_records(n, seed=7)
     texts = [r["text"] for r in recs]
-    print(f"\n== native batched vs Captum per example ({n} reviews, IG n_steps={n_steps}, "
+    print(f"\n== native batched vs Captum per example ({n} reviews, IG n_steps={n_steps} gausslegendre, "
           f"median of {repeats} interleaved repeats, torch threads={torch.get_num_threads()})")
     print(f"{'model':8s} {'method':22s} {'native ms/ex':>12s} {'captum ms/ex':>12s} {'speed-up':>9s} "
           f"{'max rel diff':>12s}")
     for kind in kinds:
         model, tok = build(kind)
         model.requires_grad_(False)
+        print(f"({kind}: attention implementation {model.config._attn_implementation})")
         with torch.no_grad():
             classes = [int(model(**tok(t, return_tensors="pt")).logits.argmax()) for t in texts]
         for method in METHODS:
@@ -147,7 +157,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--n-steps", type=int, default=50)
     p.add_argument("--skip-batching", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     part1(a.models.split(","), a.n, a.repeats, a.n_steps)
     if not a.skip_batching:
         part2(a.n, a.repeats, a.n_steps)

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -37,6 +38,7 @@ from ..options import AttributeOptions
 from ..result import AttributionResult
 from .base import Engine
 from .classifier_kernels import ClassifierRun
+from .classifier_trim import pooled_is_exact, pooled_last_layer
 from .classifier_prep import (
     ClassifierBatch,
     ClassifierForward,
@@ -155,14 +157,18 @@ class ClassifierEngine(Engine):
         left = pooling == "last"
         common = classifier_info(model, names, from_cfg, pooling)
         extra = impl.classifier_info(options)
-        with model_guard(model), classifier_guard(model, tokenizer) as pad_id:
+        with contextlib.ExitStack() as stack, model_guard(model), classifier_guard(model, tokenizer) as pad_id:
             fwd = ClassifierForward(model, left)
             exact = batching_is_exact(model, fwd, samples[0], pad_id, device)
             common["batched_forward"] = exact
+            # the attention method reads every position's attention weights: it keeps the full last layer
+            trim = method != "attention" and pooled_is_exact(model, fwd, samples[0], pad_id, device)
+            common["first_token_last_layer"] = trim
             bar = progress(len(samples), f"native {method}", options.show_progress)
             # batches of similar lengths waste less compute on padding; results go back in input order
             order = sorted(range(len(samples)), key=lambda i: len(samples[i].ids))
             slots: list[AttributionResult | None] = [None] * len(samples)
+            stack.enter_context(pooled_last_layer(model, trim))
             for idx in chunks(order, options.batch_size if exact else 1):
                 chunk = [samples[i] for i in idx]
                 batch = ClassifierBatch(chunk, pad_id, device, left)

@@ -24,7 +24,7 @@ from ..options import AttributeOptions
 from .classifier_prep import ClassifierBatch, ClassifierForward
 from .native_kernels import dim_agg
 
-__all__ = ["ClassifierRun", "ClassifierOutputs", "class_probs", "column_grads", "gradients"]
+__all__ = ["ClassifierRun", "ClassifierOutputs", "class_probs", "column_grads", "gradients", "equal_length_groups"]
 
 #: ``(cells [N, L, K], class probabilities [N, C], per-sample attributed classes)``.
 ClassifierOutputs = tuple[torch.Tensor, torch.Tensor, list[list[int]]]
@@ -47,6 +47,21 @@ def class_probs(run: ClassifierRun) -> tuple[torch.Tensor, torch.Tensor, torch.T
     with torch.no_grad():
         p0 = run.fwd(run.x0, run.batch.mask, run.batch.pos).softmax(-1)
     return (p0, *run.batch.columns(p0.argmax(-1)))
+
+
+def equal_length_groups(batch: ClassifierBatch) -> list[tuple[torch.Tensor, slice]]:
+    """``(sample indices, rows)`` of the batch's samples grouped by length, shortest first.
+
+    ``x[idx, rows]`` is then an unpadded sub-batch (every mask entry 1): methods whose cost
+    grows with the number of positions (integrated gradients runs ``n_steps`` forwards of
+    each) skip the padding's compute. Right padding: ``rows`` starts at 0; left: at ``L - n``.
+    """
+    by_len: dict[int, list[int]] = {}
+    for b, n in enumerate(batch.lengths):
+        by_len.setdefault(n, []).append(b)
+    dev = batch.ids.device
+    return [(torch.tensor(idx, device=dev), slice(batch.L - n, batch.L) if batch.left else slice(0, n))
+            for n, idx in sorted(by_len.items())]
 
 
 def column_grads(probs: torch.Tensor, x: torch.Tensor, cols: torch.Tensor, valid: torch.Tensor,

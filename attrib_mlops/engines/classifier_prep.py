@@ -58,6 +58,7 @@ __all__ = [
     "classifier_guard",
     "baseline_embeddings",
     "pooling_of",
+    "model_kind",
 ]
 
 SUPPORTED_HEADS = (
@@ -71,6 +72,13 @@ ALL_LABELS = ("*", "all")
 def is_sequence_classifier(model: Any) -> bool:
     """True for a loaded ``*ForSequenceClassification`` model (PEFT wrappers included)."""
     return type(model).__name__.endswith("ForSequenceClassification")
+
+
+def model_kind(model: Any) -> str:
+    """The method registry's model kind of a loaded model: ``"classifier"`` or ``"causal_lm"``."""
+    from .registry import CAUSAL_LM, CLASSIFIER
+
+    return CLASSIFIER if is_sequence_classifier(model) else CAUSAL_LM
 
 
 def model_head(model: Any) -> str:
@@ -322,10 +330,11 @@ class ClassifierForward:
         self.model = model
         self.left = left
 
-    def __call__(self, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, **kw: Any) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor, **kw: Any) -> torch.Tensor:
+        """Logits; ``mask`` None = no padding."""
         return self.outputs(x, mask, pos, **kw).logits.float()
 
-    def outputs(self, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, **kw: Any) -> Any:
+    def outputs(self, x: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor, **kw: Any) -> Any:
         args: dict[str, Any] = {"inputs_embeds": x, "attention_mask": mask}
         if self.left:
             args["position_ids"] = pos

@@ -78,6 +78,9 @@ class Executor(Protocol):
     def generate(self, model: str, prompt: str, max_new_tokens: int) -> str:
         """The model's greedy continuation of ``prompt``."""
 
+    def model_kind(self, model: str) -> str:
+        """``"classifier"`` or ``"causal_lm"`` (picks the engine of ``engine: auto``; may load the model)."""
+
     def map(self, units: Iterable[WorkUnit]) -> Iterator[tuple[WorkUnit, list[Any]]]:
         """Compute the units; yield each with its results (one per sample, in order) as it completes."""
 
@@ -137,6 +140,12 @@ class _ModelHandle:
                                                                "ref": self.spec.ref})
         return self._fps
 
+    def model_kind(self) -> str:
+        """``"classifier"`` or ``"causal_lm"`` (loads the model)."""
+        from ..engines.classifier_prep import model_kind
+
+        return model_kind(self.get()[0])
+
     def _compute_fingerprints(self) -> tuple[str, str]:
         """Hash the loaded model and tokenizer (a remote executor overrides this to hash on a worker)."""
         model, tok = self.get()
@@ -173,6 +182,9 @@ class LocalExecutor:
 
         m, tok = self._handles[model].get()
         return generate_targets(m, tok, [prompt], max_new_tokens, context_limit(m))[0]
+
+    def model_kind(self, model: str) -> str:
+        return self._handles[model].model_kind()
 
     def map(self, units: Iterable[WorkUnit]) -> Iterator[tuple[WorkUnit, list[Any]]]:
         for unit in units:

@@ -188,6 +188,11 @@ class _ModelWorker:
         model, tok = self._get(spec, options)
         return model_fingerprint(model), tokenizer_fingerprint(tok)
 
+    def model_kind(self, spec: ModelSpec, options: AttributeOptions) -> str:
+        from ..engines.classifier_prep import model_kind
+
+        return model_kind(self._get(spec, options)[0])
+
     def generate(self, spec: ModelSpec, options: AttributeOptions, prompt: str, max_new_tokens: int) -> str:
         from ..engines.prep import context_limit, generate_targets
 
@@ -216,6 +221,10 @@ class _RemoteHandle(_ModelHandle):
 
     def get(self) -> tuple[Any, Any]:  # pragma: no cover - the driver never loads a model
         raise RuntimeError("the Ray executor loads models on its workers only")
+
+    def model_kind(self) -> str:
+        actor = self._executor._pool()[0]
+        return self._executor._wait(actor.model_kind.remote(self.spec, self.options))
 
     def _compute_fingerprints(self) -> tuple[str, str]:
         actor = self._executor._pool()[0]
@@ -380,6 +389,9 @@ class RayExecutor:
 
     def fingerprints(self, model: str) -> tuple[str, str]:
         return self._handles[model].fingerprints()
+
+    def model_kind(self, model: str) -> str:
+        return self._handles[model].model_kind()
 
     def generate(self, model: str, prompt: str, max_new_tokens: int) -> str:
         h = self._handles[model]

@@ -237,6 +237,31 @@ def _run_pair(ctx: _Ctx, mspec: ModelSpec, method: str, engine: str, targets: li
     return [r for r in results if r is not None], len(todo), n_cached
 
 
+def _model_engines(ctx: _Ctx, mspec: ModelSpec, engines: dict[str, str]) -> dict[str, str]:
+    """``engine: auto`` per model kind: on a sequence classifier lime and kernel_shap run on captum, not inseq.
+
+    The model's kind is asked of the executor only when it changes a choice.
+    """
+    if ctx.spec.engine != "auto":
+        return engines
+    from ..api import resolve_engine
+    from ..engines.registry import CLASSIFIER
+    from ..errors import AttribError
+
+    other: dict[str, str] = {}
+    for m in ctx.spec.methods:
+        try:
+            e = resolve_engine(m, "auto", CLASSIFIER)
+        except AttribError:
+            continue  # not a classifier method: a classifier refuses it with a clear error when run
+        if e != engines[m]:
+            other[m] = e
+    kind_of = getattr(ctx.executor, "model_kind", None)
+    if not other or kind_of is None or kind_of(mspec.name) != CLASSIFIER:
+        return engines
+    return {**engines, **other}
+
+
 def _check_targets(spec: JobSpec, probe: ProbeSet) -> None:
     if len(probe) == 0:
         raise InputError(f"samples source {spec.samples.source!r} gave no samples")
@@ -312,6 +337,7 @@ def run_job(
             opts = spec.model_options(mspec)
             ctx.executor.open(mspec, opts)
             try:
+                m_engines = _model_engines(ctx, mspec, engines)
                 if spec.targets == "given":
                     targets, source = [s.target or "" for s in probe], "given"
                 elif spec.targets == "generate":
@@ -321,12 +347,12 @@ def run_job(
                         shared = _generate(ctx, mspec, opts.max_new_tokens)
                     targets, source = shared, f"generated:{spec.target_model}"
                 for method in spec.all_methods:
-                    results, n_new, n_cached = _run_pair(ctx, mspec, method, engines[method], targets, source)
+                    results, n_new, n_cached = _run_pair(ctx, mspec, method, m_engines[method], targets, source)
                     logger.info("%s / %s: %d computed, %d cached", mspec.name, method, n_new, n_cached)
                     for s in sink_list:
                         s.write(mspec.name, method, results)
-                    summary = task_kind(method_kind(method, engines[method])).summarize(results, gt)
-                    outcome.pairs.append(PairOutcome(mspec.name, method, engines[method], n_new, n_cached, summary))
+                    summary = task_kind(method_kind(method, m_engines[method])).summarize(results, gt)
+                    outcome.pairs.append(PairOutcome(mspec.name, method, m_engines[method], n_new, n_cached, summary))
             finally:
                 ctx.executor.release(mspec.name)
     except BaseException as e:

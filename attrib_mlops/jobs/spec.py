@@ -114,9 +114,9 @@ class JobSpec(BaseModel):
         name: job name (default output folder ``attrib-results/<name>``).
         models: one or more :class:`ModelSpec`.
         methods: attribution methods (see ``attrib-mlops methods``).
-        engine: ``auto`` (native when it supports the method, else inseq), ``native``, ``inseq`` or
-            ``captum`` (lime and kernel_shap; what sequence classifiers need for them); the
-            context-source methods run on engine ``sources`` (``auto`` picks it for them).
+        engine: ``auto`` (native when it supports the method, else inseq; for a sequence
+            classifier captum, which runs lime and kernel_shap on it), ``native``, ``inseq`` or
+            ``captum``; the context-source methods run on engine ``sources`` (``auto`` picks it for them).
         samples: :class:`~attrib_mlops.samples.SamplesSpec`.
         targets: ``given`` (the samples' target field), ``generate`` (each model continues
             its prompts greedily, ``options.max_new_tokens``) or ``model:<name>`` (that model

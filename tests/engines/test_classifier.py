@@ -88,6 +88,8 @@ def test_equal_to_captum_cell_by_cell(kind, method, bert, gpt2):
             np.testing.assert_allclose(r.matrix[:, c], ref, rtol=2e-4, atol=1e-6 * (np.abs(ref).max() + 1e-3))
         assert np.abs(r.matrix).max() > 1e-4  # not a trivially zero attribution
         assert r.info["batched_forward"] is True  # padded batches, not the one-sample fallback
+        # BERT: the last layer at [CLS] only (classifier_trim), GPT-2 pools the last token: full layer
+        assert r.info["first_token_last_layer"] is (kind == "bert" and method != "attention")
         assert r.info["padding_side"] == ("left" if kind == "gpt2" else "right")
 
 
@@ -218,6 +220,7 @@ def test_model_state_restored_and_sdpa_switched_back():
     assert torch.equal(torch.rand(3), expected)  # caller's RNG stream untouched
     assert model.training and [p.requires_grad for p in model.parameters()] == flags
     assert model.config._attn_implementation == "sdpa"
+    assert "forward" not in model.bert.encoder.layer[-1].__dict__  # the first-token last layer is undone
     assert all(p.grad is None for p in model.parameters())
 
 

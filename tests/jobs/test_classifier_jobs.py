@@ -164,3 +164,36 @@ def test_cli_job_with_a_label_the_model_lacks_exits_2_listing_the_labels(tmp_pat
     assert res.exit_code == 2, res.output
     assert "unknown label 'neutral'" in res.stderr and "0='negative', 1='positive'" in res.stderr
     assert "Traceback" not in res.output
+
+
+def test_engine_auto_runs_lime_on_a_classifier_through_captum(classifiers, tmp_path):
+    """``engine: auto`` (the default) picks the engine per model kind: captum for lime on a classifier, not inseq."""
+    from attrib_mlops import attribute
+    from attrib_mlops.api import resolve_engine
+    from attrib_mlops.jobs.executor import LocalExecutor
+    from attrib_mlops.jobs.spec import ModelSpec
+    from attrib_mlops.options import AttributeOptions
+
+    assert resolve_engine("lime") == "inseq" and resolve_engine("lime", model_kind="classifier") == "captum"
+    ex = LocalExecutor()
+    ex.open(ModelSpec(name="clf", ref=str(classifiers[1])), AttributeOptions())
+    assert ex.model_kind("clf") == "classifier"
+    spec = JobSpec.model_validate({
+        "name": "lime", "models": [{"name": "clf", "ref": str(classifiers[1])}], "methods": ["lime"],
+        "engine": "auto", "samples": PROBE, "targets": "given", "output_dir": str(tmp_path / "lime"),
+        "options": {"batch_size": 4, "method_kwargs": {"n_samples": 40}}})
+    out = run_job(spec, progress=False)
+    assert out.status == "FINISHED" and [p.engine for p in out.pairs] == ["captum"]
+    stored = load_local_results(spec.output_dir)[("clf", "lime")]
+    # the same cells as attribute() with engine auto on the loaded model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(classifiers[1])
+    tok = AutoTokenizer.from_pretrained(classifiers[1])
+    ps = ProbeSet.from_spec(PROBE)
+    ref = attribute(model, tok, [s.prompt for s in ps][:2], [s.target for s in ps][:2], methods="lime",
+                    engine="auto", method_kwargs={"n_samples": 40})
+    for r, s in zip(ref, stored):
+        assert r.engine == s.engine == "captum"
+        np.testing.assert_allclose(s.matrix, r.matrix, rtol=1e-5, atol=1e-7)
+        assert np.abs(r.matrix).max() > 0

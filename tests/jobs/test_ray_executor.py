@@ -107,6 +107,14 @@ def test_ray_job_is_identical_to_local_and_shares_the_cache(tiny_dir, job_files,
     again = run_job(spec, sinks=[LocalFolderSink(root / "out-again")], progress=False)
     assert again.computed == 0 and again.cached == 12 * len(METHODS)
 
+    # the model kind (engine auto's choice for lime/kernel_shap) comes from a worker
+    from attrib_mlops.jobs.spec import ModelSpec
+    from attrib_mlops.options import AttributeOptions
+
+    executor.open(ModelSpec(name="tiny", ref=str(tiny_dir)), AttributeOptions())
+    assert executor.model_kind("tiny") == "causal_lm"
+    executor.release("tiny")
+
 
 @pytest.mark.slow
 def test_worker_killed_mid_job_loses_nothing(tiny_dir, job_files, local_reference, executor, tmp_path):

@@ -6,7 +6,9 @@ embedding dimension. The interpolation steps of many samples are batched
 (``options.max_tokens_per_forward``) and every target column shares each forward
 pass (:func:`~attrib_mlops.engines.native_kernels.path_gradient_sums`, one kernel
 for causal LMs and classifiers). Baselines: the UNK embedding (causal LMs: EOS stays
-EOS; classifiers: special tokens stay) or zeros.
+EOS; classifiers: special tokens stay) or zeros. Classifiers: the samples of one length
+go together, unpadded and without an attention mask
+(:func:`~attrib_mlops.engines.classifier_kernels.equal_length_groups`).
 """
 
 from __future__ import annotations
@@ -58,21 +60,28 @@ class IntegratedGradients(AttributionMethod):
     def compute_classifier(self, run: Any) -> Any:
         import torch
 
-        from ..classifier_kernels import class_probs, column_grads
+        from ..classifier_kernels import class_probs, column_grads, equal_length_groups
         from ..classifier_prep import baseline_embeddings
         from ..native_kernels import dim_agg, path_gradient_sums
 
         batch, x0, fwd = run.batch, run.x0, run.fwd
         p0, cols, valid, per = class_probs(run)
         base = baseline_embeddings(run.model, run.tokenizer, batch, x0, run.options)
+        K = cols.shape[1]
+        cells = torch.zeros((batch.N, batch.L, K), dtype=torch.float32)
+        # samples of one length together, unpadded: n_steps forwards of the padding would cost as
+        # much as the real tokens' (the steps of several samples still share each forward)
+        for idx, rows in equal_length_groups(batch):
+            pos, g_cols, g_valid = batch.pos[idx, rows], cols[idx], valid[idx]
 
-        def grads(xs, rep, weights):
-            probs = fwd(xs, rep(batch.mask), rep(batch.pos)).softmax(-1)
-            yield from column_grads(probs, xs, rep(cols), rep(valid), weights)
+            def grads(xs, rep, weights, pos=pos, g_cols=g_cols, g_valid=g_valid):
+                # no padding, no mask: the attention kernels' unmasked path
+                probs = fwd(xs, None, rep(pos)).softmax(-1)
+                yield from column_grads(probs, xs, rep(g_cols), rep(g_valid), weights)
 
-        total = path_gradient_sums(x0, base, run.options, cols.shape[1], grads)
-        delta = (x0 - base).float()
-        cells = torch.zeros((batch.N, batch.L, cols.shape[1]), dtype=torch.float32)
-        for k in range(cols.shape[1]):
-            cells[:, :, k] = dim_agg(total[k] * delta, run.options.dim_aggregation).cpu()
+            xg, bg = x0[idx, rows], base[idx, rows]
+            total = path_gradient_sums(xg, bg, run.options, K, grads)
+            delta = (xg - bg).float()
+            for k in range(K):
+                cells[idx.cpu(), rows, k] = dim_agg(total[k] * delta, run.options.dim_aggregation).cpu()
         return cells, p0, per

@@ -5,16 +5,16 @@ training process it would compete with training for the GIL. The
 :class:`~attrib_mlops.tracking.uploader.BackgroundUploader` therefore runs it here, in
 ``python -m attrib_mlops.tracking.upload_worker``, started once per writer. Protocol:
 one command per line on stdin (``flush``: one commit pass over the spool, ``stop``),
-one JSON line ``{"ready": true}`` once started, then one reply per pass on stdout:
-``{"ok": bool, "error": str | null}``. End of stdin
+one JSON line ``{"ready": true, "cpu_s": float}`` once started, then one reply per pass on stdout:
+``{"ok": bool, "error": str | null, "cpu_s": float}`` (``cpu_s``: CPU seconds the worker has used so far). End of stdin
 (the parent ended) stops the worker after its current pass; everything it did not
 commit stays in the spool. Anything else the process prints goes to stderr.
 
 Example:
     $ echo flush | python -m attrib_mlops.tracking.upload_worker --tracking-uri sqlite:///mlflow.db \\
           --run-id <run> --spool-dir ~/.cache/attrib-mlops/spool
-    {"ready": true}
-    {"ok": true, "error": null}
+    {"ready": true, "cpu_s": 2.1}
+    {"ok": true, "error": null, "cpu_s": 3.4}
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 __all__ = ["main", "command"]
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     writer = AttributionWriter(MlflowClient(tracking_uri=args.tracking_uri), args.run_id, args.artifact_root,
                                spool_dir=args.spool_dir, k=args.k, max_html_samples=args.max_html_samples)
     writer._refresh_each_pass = True  # the parent, ``attrib-mlops sync`` or another writer may commit too
-    replies.write(json.dumps({"ready": True}) + "\n")  # imports done: the parent's patience starts now
+    replies.write(json.dumps({"ready": True, "cpu_s": time.process_time()}) + "\n")  # imports done: the parent's patience starts now
     replies.flush()
     for line in sys.stdin:
         if line.strip() != "flush":
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # noqa: BLE001 - reported to the parent, which keeps the spool
             error = f"{type(e).__name__}: {str(e)[:500]}"
         try:
-            replies.write(json.dumps({"ok": error is None, "error": error}) + "\n")
+            replies.write(json.dumps({"ok": error is None, "error": error, "cpu_s": time.process_time()}) + "\n")
             replies.flush()
         except BrokenPipeError:  # the parent is gone: what is not committed stays in the spool
             break

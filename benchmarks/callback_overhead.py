@@ -120,19 +120,22 @@ def main() -> None:
             up = cbs[0].monitor._writer._uploader if cbs else None
             if up is not None and up._thread is not None:
                 up._thread.join(60)  # close() stopped it: it ends the worker process
-            up_cpu = up.worker_cpu_s if up is not None else 0.0  # as the worker reported it
+            up_cpu = getattr(up, "worker_cpu_s", 0.0)  # as the worker reported it
             ch2 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the same, once the worker is reaped
             p = {"wall": dt, "cpu": cpu, "in_thread": spent[0],
                  "worker_cpu": max(up_cpu, ch2.ru_utime + ch2.ru_stime - ch.ru_utime - ch.ru_stime),
-                 "worker_startup_cpu": up.startup_cpu_s if up is not None else 0.0}
+                 "worker_startup_cpu": getattr(up, "startup_cpu_s", float("nan"))}
             if cbs:
                 mon = cbs[0].monitor
-                tm = mon.timings
-                p.update(attribute=sum(x["attribute_s"] for x in tm), log=sum(x["log_s"] for x in tm),
-                         setup=sum(x["setup_s"] for x in tm), close=mon.close_s, events=len(tm))
+                tm = getattr(mon, "timings", None)  # None: a version before this breakdown (for before/after runs)
+                nan = float("nan")
+                p.update(attribute=sum(mon.costs), events=len(mon.costs),
+                         log=sum(x["log_s"] for x in tm) if tm is not None else nan,
+                         setup=sum(x["setup_s"] for x in tm) if tm is not None else nan,
+                         close=getattr(mon, "close_s", nan))
                 p["other"] = p["in_thread"] - p["attribute"] - p["log"] - p["close"]
                 n = len(reader.steps(run_id, refresh=True))
-                assert n == len(mon.costs) == len(tm), f"{mode}: {n} steps committed of {len(mon.costs)}"
+                assert n == len(mon.costs), f"{mode}: {n} steps committed of {len(mon.costs)}"
             parts[mode].append(p)
             losses[mode].append([h["loss"] for h in res["loss_history"]])
             return dt
@@ -183,7 +186,7 @@ def main() -> None:
               f"wait {mp(m, 'close'):.2f} s{pct(mp(m, 'close'))} + other {mp(m, 'other'):.2f} s")
         if m == "background":
             print(f"    upload worker process: {mp(m, 'worker_cpu'):.2f} CPU s (start-up "
-                  f"{mp(m, 'worker_startup_cpu'):.2f} s), at nice 19")
+                  f"{mp(m, 'worker_startup_cpu'):.2f} s)")
         if base:
             over = [p["wall"] - b["wall"] for p, b in zip(parts[m], parts["plain"])]
             cont = [o - p["in_thread"] for o, p in zip(over, parts[m])]

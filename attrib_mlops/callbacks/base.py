@@ -87,7 +87,8 @@ class AttributionMonitor:
             truth, AT2 refits and scores, opt-in faithfulness): True, a splitter name or a dict of
             :class:`~attrib_mlops.callbacks.sources.SourceTracking` keys. Off by default.
         background_upload: upload steps in a background worker while training goes on
-            (default: a low-priority child process); False uploads inside :meth:`log`.
+            (default: a child process, see :mod:`attrib_mlops.tracking.upload_worker`); False uploads
+            inside :meth:`log`.
         flush_timeout_s: at :meth:`close`, wait at most this long for pending uploads; the
             rest stays in the spool (uploaded by the next writer on the run or ``attrib-mlops sync``).
 

@@ -65,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     writer = AttributionWriter(MlflowClient(tracking_uri=args.tracking_uri), args.run_id, args.artifact_root,
                                spool_dir=args.spool_dir, k=args.k, max_html_samples=args.max_html_samples)
     writer._refresh_each_pass = True  # the parent, ``attrib-mlops sync`` or another writer may commit too
-    replies.write(json.dumps({"ready": True, "cpu_s": time.process_time()}) + "\n")  # imports done: the parent's patience starts now
-    replies.flush()
+    try:  # imports done: the parent's patience starts now
+        replies.write(json.dumps({"ready": True, "cpu_s": time.process_time()}) + "\n")
+        replies.flush()
+    except BrokenPipeError:  # the parent ended while this worker started: nothing to do
+        return 0
     for line in sys.stdin:
         if line.strip() != "flush":
             break

@@ -158,7 +158,7 @@ def main() -> None:
             ratios = "  ".join(f"{m} {row[m] / row['plain']:.3f}" for m in args.modes if "plain" in row)
             print(f"  repeat {rep + 1}: " + "  ".join(f"{m} {v:6.1f} s" for m, v in row.items())
                   + (f"   (ratio to plain: {ratios})" if ratios else ""), flush=True)
-            print(f"    in the callback on the training thread: " + "  ".join(
+            print("    in the callback on the training thread: " + "  ".join(
                 f"{m} {parts[m][-1]['in_thread']:.2f} s" for m in args.modes if m != "plain")
                 + "; upload worker CPU: " + "  ".join(
                 f"{m} {parts[m][-1]['worker_cpu']:.2f} s" for m in args.modes if m != "plain"), flush=True)

@@ -87,7 +87,8 @@ class AttributionMonitor:
             truth, AT2 refits and scores, opt-in faithfulness): True, a splitter name or a dict of
             :class:`~attrib_mlops.callbacks.sources.SourceTracking` keys. Off by default.
         background_upload: upload steps in a background worker while training goes on
-            (default: a low-priority child process); False uploads inside :meth:`log`.
+            (default: a child process, see :mod:`attrib_mlops.tracking.upload_worker`); False uploads
+            inside :meth:`log`.
         flush_timeout_s: at :meth:`close`, wait at most this long for pending uploads; the
             rest stays in the spool (uploaded by the next writer on the run or ``attrib-mlops sync``).
 
@@ -146,6 +147,11 @@ class AttributionMonitor:
         self.flush_timeout_s = float(flush_timeout_s)
         self.logged_steps: set[int] = set()
         self.costs: list[float] = []
+        #: seconds spent on the caller's (training) thread, per event: ``{"step", "attribute_s", "setup_s",
+        #: "log_s" (metrics, staging; setup included), "check_s", "sources_s", "total_s"}``
+        self.timings: list[dict[str, float]] = []
+        self.close_s = 0.0  # seconds :meth:`close` held the caller (end-of-training wait for uploads)
+        self._setup_s = 0.0
         self.failures: list[tuple[int, str]] = []
         self._writer = None
         self._own_run = False
@@ -185,6 +191,13 @@ class AttributionMonitor:
     def _setup(self) -> None:
         if self._writer is not None:
             return
+        t0 = time.perf_counter()
+        try:
+            self._make_writer()
+        finally:
+            self._setup_s += time.perf_counter() - t0
+
+    def _make_writer(self) -> None:
         from ..tracking import AttributionWriter
         from ..tracking.runs import get_or_create_run
 
@@ -236,6 +249,7 @@ class AttributionMonitor:
         self.last_results = results
         self.logged_steps.add(step)
         self._pending.append((step, results, cost, checkpoint))
+        t1, self._setup_s = time.perf_counter(), 0.0
         try:
             self._drain()
         except Exception as e:  # noqa: BLE001
@@ -250,11 +264,16 @@ class AttributionMonitor:
             cost,
             self.run_id,
         )
+        t2 = time.perf_counter()
         if self._live_check is not None:
             self._live_check.check(step, results, self.probe, self._client, self.run_id, self.model_name,
                                    strict=self.strict, failures=self.failures)
+        t3 = time.perf_counter()
         if self.sources is not None:
             self.sources.run(self, model, tok, step, checkpoint)
+        t4 = time.perf_counter()
+        self.timings.append({"step": step, "attribute_s": cost, "setup_s": self._setup_s, "log_s": t2 - t1,
+                             "check_s": t3 - t2, "sources_s": t4 - t3, "total_s": t4 - t0})
         return True
 
     def _failed(self, step: int, e: BaseException) -> bool:
@@ -326,6 +345,7 @@ class AttributionMonitor:
         assigned to a run are saved as JSON lines under ``spool_dir`` (or the
         default spool) and the path is reported; nothing is dropped.
         """
+        t0 = time.perf_counter()
         try:
             if self._pending:
                 self._drain()
@@ -339,6 +359,7 @@ class AttributionMonitor:
             logger.warning("closing the attribution monitor failed: %s", e)
         if self._pending:
             self._dump_pending()
+        self.close_s += time.perf_counter() - t0
 
     def _dump_pending(self) -> None:
         import json

@@ -28,6 +28,7 @@ network request.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -392,7 +393,13 @@ def _inline_resources(obj: Any) -> str:
     the document's bundle, so extensions other libraries register in the process
     (Panel adds relative-file ES modules when imported) never end up in the page:
     the file stays self-contained and works in the MLflow UI's sandboxed iframe.
+    The same for every page, so built once per process (the upload worker renders many).
     """
+    return _bokeh_bundle()
+
+
+@functools.lru_cache(maxsize=1)
+def _bokeh_bundle() -> str:
     from bokeh.embed.bundle import CSS_RESOURCES, JS_RESOURCES
     from bokeh.resources import Resources
 

@@ -48,6 +48,9 @@ class BackgroundUploader:
         self.process = bool(process)
         self.idle_s = 120.0
         self.started = 0  # worker processes that reported ready (progress for :meth:`drain`)
+        self.startup_cpu_s = 0.0  # CPU seconds worker processes spent starting (imports), all of them
+        self._cpu_ended = 0.0  # CPU seconds of worker processes that ended
+        self._cpu_live = 0.0  # ... and of the current one, as last reported
         self._child: Any = None
         self.retry_s = float(retry_s)
         self._cv = threading.Condition()
@@ -139,6 +142,11 @@ class BackgroundUploader:
             self._cv.notify_all()
 
     @property
+    def worker_cpu_s(self) -> float:
+        """CPU seconds used by the worker processes so far (as they reported them; 0 with ``process=False``)."""
+        return self._cpu_ended + self._cpu_live
+
+    @property
     def busy(self) -> bool:
         """True while a request is waiting or being served."""
         with self._cv:
@@ -194,8 +202,12 @@ class BackgroundUploader:
             else:
                 fresh = False
         try:  # ``child`` stays this pass's process even if take_over() ends it meanwhile
-            if fresh and child.stdout.readline():  # {"ready": true}: started (slow on a loaded machine)
-                self.started += 1
+            if fresh:
+                ready = child.stdout.readline()  # {"ready": true}: started (slow on a loaded machine)
+                if ready:
+                    self.started += 1
+                    self._cpu_live = float(json.loads(ready).get("cpu_s", 0.0))
+                    self.startup_cpu_s += self._cpu_live
             child.stdin.write("flush\n")
             child.stdin.flush()
             line = child.stdout.readline()
@@ -208,12 +220,14 @@ class BackgroundUploader:
                 self._end_child()
             return TrackingError(f"the attribution upload worker failed ({why}); the steps stay in the spool")
         reply = json.loads(line)
+        self._cpu_live = float(reply.get("cpu_s", self._cpu_live))
         if reply.get("ok"):
             return None
         return TrackingUnavailableError(reply.get("error") or "upload failed")
 
     def _end_child(self) -> None:
         child, self._child = self._child, None
+        self._cpu_ended, self._cpu_live = self._cpu_ended + self._cpu_live, 0.0
         if child is not None:
             try:
                 child.stdin.close()  # end of input: the child ends after its current pass

@@ -131,6 +131,23 @@ def test_jensen_shannon_is_scipy_distance_squared(pq):
 
 
 # -------------------------------------------------------------- topk_overlap
+@settings(max_examples=300, deadline=None)
+@given(st.integers(2, 40).flatmap(lambda n: st.tuples(
+    arrays(np.float64, n, elements=st.sampled_from([0.0, 0.5, 1.0, 2.0, -1.0, 3.25])),
+    arrays(np.float64, n, elements=st.floats(-1e3, 1e3, allow_nan=False, width=32)))))
+def test_spearman_fast_is_scipy_bit_for_bit(xy):
+    """The per-step metrics' Spearman (ties, float32-like values) equals scipy's exactly, not just closely."""
+    from scipy import stats
+
+    from attrib_mlops.analysis.metrics import spearman_fast
+
+    x, y = xy
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return  # constant input: the callers handle it before any Spearman
+    assert spearman_fast(x, y).statistic == stats.spearmanr(x, y).statistic
+    assert spearman_fast(y, x).statistic == stats.spearmanr(y, x).statistic
+
+
 def test_topk_overlap():
     assert topk_overlap([5, 4, 0, 1], [5, 0, 4, 1], k=2) == 0.5  # {0,1} vs {0,2}
     assert topk_overlap([1, 2, 3], [3, 2, 1], k=1) == 0.0

@@ -32,13 +32,18 @@ def test_monitor_plain_loop_and_resume(kv, store):
     mon = AttributionMonitor(probe, tok, ["saliency"], tracking_uri=store.uri, run_id=run.info.run_id,
                              spool_dir=store.tmp / "spool")
     assert mon.log(model, 10) is True
+    t = mon.timings[-1]  # time on the caller's thread, per phase (benchmarks/callback_overhead.py reports it)
+    assert t["step"] == 10 and t["attribute_s"] == mon.costs[-1] and 0 < t["setup_s"] <= t["log_s"]
+    assert t["total_s"] >= t["attribute_s"] + t["log_s"]
     assert mon.log(model, 10) is False  # already logged
+    assert len(mon.timings) == 1
     state = mon.state_dict()
     mon2 = AttributionMonitor(probe, tok, ["saliency"], tracking_uri=store.uri, spool_dir=store.tmp / "spool")
     mon2.load_state_dict(state)
     assert mon2.run_id == run.info.run_id
     assert mon2.log(model, 10) is False and mon2.log(model, 20) is True
     mon2.close()
+    assert mon2.close_s > 0 and [t["step"] for t in mon2.timings] == [20]
     assert AttributionReader(store.uri).steps(run.info.run_id) == [10, 20]
     a = AttributionReader(store.uri).load(run.info.run_id, 10, method="saliency")
     b = AttributionReader(store.uri).load(run.info.run_id, 20, method="saliency")

@@ -50,6 +50,8 @@ def test_background_steps_are_committed_in_order_exactly_once(store, tmp_path):
         s = w.log_step(step, make_results(step), extra_metrics={"attrib/cost_seconds": 0.5 + step})
         assert s.queued and not s.logged and s.spool_path is not None  # staged, not committed yet
     assert w.close(timeout=120) is True and w.pending() == []  # generous: the CI machine may be loaded
+    up = w._uploader  # the worker reports its CPU time (start-up imports, then the passes) for the benchmark
+    assert up.started >= 1 and 0 < up.startup_cpu_s <= up.worker_cpu_s
     reader = AttributionReader(client=client)
     assert reader.steps(run_id) == [1, 2, 3]
     assert reader.problems(run_id, deep=True) == []

@@ -35,7 +35,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 import attrib_mlops.analysis.kinds.token_matrix  # noqa: F401 - the default kind registers first (listing order)
 from attrib_mlops.analysis.registry import register_kind, register_metric
@@ -92,6 +91,8 @@ def _rank_corr(a: np.ndarray, b: np.ndarray) -> float | None:
         return None
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return 1.0 if np.ptp(x) == np.ptp(y) == 0 else 0.0
+    from scipy import stats  # imported on use: scipy.stats takes about a second to import
+
     return float(stats.spearmanr(x, y).statistic)
 
 

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from attrib_mlops.analysis.aggregate import source_importance
 from attrib_mlops.analysis.metrics import (
@@ -30,6 +29,7 @@ from attrib_mlops.analysis.metrics import (
     ground_truth_alignment,
     jensen_shannon,
     mean_target_probability,
+    spearman_fast,
     topk_overlap,
 )
 from attrib_mlops.analysis.registry import TOKEN_MATRIX, register_kind, register_metric
@@ -181,9 +181,17 @@ register_metric("deletion_auc", _faith("deletion_auc"), **_S, higher_is_better=F
 
 # ------------------------------------------------------------------ drift scope (between steps or models)
 _D = {"scope": "drift"}
-register_metric("spearman", lambda c: _robust_rank_corr(c.ia, c.ib, stats.spearmanr, "drift"), **_D,
+register_metric("spearman", lambda c: _robust_rank_corr(c.ia, c.ib, spearman_fast, "drift"), **_D,
                 higher_is_better=True, bounds=(-1.0, 1.0), description="Spearman rank correlation of |I(x)|")
-register_metric("kendall", lambda c: _robust_rank_corr(c.ia, c.ib, stats.kendalltau, "drift"), **_D,
+
+
+def _kendall(x: np.ndarray, y: np.ndarray) -> Any:
+    from scipy import stats  # imported on use: scipy.stats takes about a second to import
+
+    return stats.kendalltau(x, y)
+
+
+register_metric("kendall", lambda c: _robust_rank_corr(c.ia, c.ib, _kendall, "drift"), **_D,
                 higher_is_better=True, bounds=(-1.0, 1.0), logged=False,
                 description="Kendall's tau of |I(x)| (the slowest; kept in the summaries only)")
 register_metric("js", lambda c: jensen_shannon(c.ia, c.ib), **_D, higher_is_better=False, bounds=(0.0, 1.0),
@@ -196,7 +204,7 @@ _C = {"scope": "check"}
 register_metric("importance_corr", lambda c: importance_corr(c.ib, c.ic), **_C, higher_is_better=True,
                 summary_name="mean_importance_corr", bounds=(-1.0, 1.0), rules=(("value", 0.5),),
                 description="importance correlation (Pearson, |I(x)|)")
-register_metric("spearman", lambda c: _robust_rank_corr(c.drift.ia, c.drift.ib, stats.spearmanr, "drift"), **_C,
+register_metric("spearman", lambda c: _robust_rank_corr(c.drift.ia, c.drift.ib, spearman_fast, "drift"), **_C,
                 higher_is_better=True, summary_name="mean_spearman", bounds=(-1.0, 1.0), rules=(("value", None),),
                 description="Spearman rank correlation of the importances")
 register_metric("topk_overlap", lambda c: topk_overlap(c.drift.ia, c.drift.ib, c.k), **_C, higher_is_better=True,

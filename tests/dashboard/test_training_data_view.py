@@ -112,7 +112,7 @@ def test_training_data_view(tda_dashboard, tda_store, tiny_dir, chromium):
         page.locator(".tda-main .tda-row").first.wait_for(timeout=240_000)
         res, want = _direct(tda_store, tiny_dir, PROBE[0]["target"])
         _check(_rows(page, ".tda-main"), want)
-        assert page.locator(".tda-hist .bk-Figure, .tda-hist canvas").count() > 0
+        page.locator(".tda-hist .bk-Figure, .tda-hist canvas").first.wait_for()  # drawn after the rows
         # the payload example is listed as text, never run
         assert "evil" in [i for _, i, _ in want]
         shown = page.locator('.tda-main .tda-row[data-id="evil"] .tda-text').inner_text()

@@ -99,6 +99,7 @@ class BackgroundUploader:
             timeout: seconds; the clock restarts whenever ``pending()`` (the number of
                 entries left) has gone down or a worker process has started, so a slow but
                 working upload is not abandoned while an unreachable server costs at most ``timeout``.
+                A pass that fails is retried (about once a second) until the window ends.
             pending: callable returning the number of entries left.
 
         Returns:
@@ -110,12 +111,15 @@ class BackgroundUploader:
             if self.wait(deadline - time.monotonic(), request=request):
                 return True
             with self._cv:
-                if self._served >= request:  # the pass ended with a failure
-                    return False
+                failed = self._served >= request  # the pass ended with a failure
             now = (pending(), self.started)
-            if now[0] >= last[0] and now[1] == last[1]:  # nothing committed, no worker started
+            if now[0] < last[0] or now[1] != last[1]:  # something committed, or a worker started
+                last, deadline = now, time.monotonic() + timeout
+            elif not failed or time.monotonic() >= deadline:
                 return False
-            last, deadline = now, time.monotonic() + timeout
+            if failed:  # e.g. a server still starting: try again while the window lasts
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                request = self.kick()
 
     def take_over(self) -> None:
         """Stop now, ending the worker process even mid-pass; later commits are this process's job.

@@ -388,7 +388,7 @@ class AttributionWriter:
         uploader = self._uploader or BackgroundUploader(self, process=False)  # bounded: commit off this thread
         with quiet(logger):  # the one line below replaces the per-failure warnings
             done = uploader.drain(timeout, lambda: len(self.pending())) and not self.pending()
-            if not done and uploader.process and uploader.busy:  # a starved worker, or the server is down
+            if not done and uploader.process and uploader.busy and not uploader.failing:  # a starved worker
                 uploader.take_over()
                 self._uploader = BackgroundUploader(self)  # a later step starts a new worker
                 uploader = BackgroundUploader(self, process=False)

@@ -194,3 +194,31 @@ def test_train_end_is_bounded_then_sync_uploads_everything_once(server, tiny, tm
         assert sorted(m.step for m in client.get_metric_history(run_id, key)) == [1, 2, 3], key
     again = subprocess.run(cmd[:5], capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0 and "nothing to upload" in again.stdout
+
+
+def test_close_retries_while_the_server_comes_back(server, tmp_path):
+    """The server is down when training ends and back a few seconds later: close() keeps trying
+    within its window instead of giving up after the first failed pass."""
+    import threading
+
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    from attrib_mlops.result import AttributionResult
+    from attrib_mlops.tracking import AttributionWriter
+
+    uri = f"http://127.0.0.1:{server.port}"
+    client = MlflowClient(tracking_uri=uri)
+    run_id = client.create_run(client.create_experiment("back")).info.run_id
+    w = AttributionWriter(client, run_id, spool_dir=tmp_path / "spool", flush_timeout_s=60, background=True)
+    server.stop()
+    res = [AttributionResult(np.ones((4, 1), np.float32), ["w1", "w2", "w3", "w4"], ["w4"], "saliency", "native",
+                             n_prompt=3, sample_id="a")]
+    assert w.log_step(1, res).queued
+    back = threading.Thread(target=server.start)  # healthy again after a few seconds
+    back.start()
+    try:
+        assert w.close() is True and w.pending() == []
+    finally:
+        back.join()
+    assert AttributionReader(uri).steps(run_id) == [1]

@@ -38,6 +38,9 @@ from attrib_mlops.errors import InputError
 from attrib_mlops.tracking import layout as L
 from attrib_mlops.tracking.errors import SchemaVersionError, TrackingError
 
+#: prefixes of the per-step drift aggregates a kind computes against the previous / first step
+DRIFT_PREFIXES = ("drift_prev_", "drift_first_")
+
 __all__ = ["StorageKind", "get_kind", "kind_names", "kind_of", "open_parquet", "write_parquet", "DEFAULT_KIND"]
 
 #: The kind of a call that names none, and of everything schema v1 wrote (the token matrix; the
@@ -174,8 +177,18 @@ class StorageKind:
         return L.metric_key(method, name, model)
 
     def logged(self, name: str) -> bool:
-        """Whether the aggregate ``name`` of a section's ``metrics`` goes to MLflow (default: every one)."""
-        return True
+        """Whether the aggregate ``name`` of a section's ``metrics`` goes to MLflow.
+
+        As the kind's metric registry says (``drift_prev_kendall``: a drift metric registered
+        with ``logged=False``: no); names the registry does not know are logged.
+        """
+        from attrib_mlops.analysis.registry import list_metrics
+
+        scope = "sample"
+        for prefix in DRIFT_PREFIXES:
+            if name.startswith(prefix):
+                name, scope = name[len(prefix):], "drift"
+        return all(m.logged for m in list_metrics(scope, self.name) if name in (m.name, m.summary_name))
 
     def render(self, panels: Mapping[tuple[str, str], list[Any]], meta: dict[str, Any], title: str) -> str:
         """The kind's self-contained ``view.html`` for ``{(model, method): results}``."""

@@ -47,13 +47,12 @@ from attrib_mlops.errors import InputError
 from attrib_mlops.sources.result import SourceAttribution
 from attrib_mlops.tracking import layout as L
 from attrib_mlops.tracking.errors import TrackingError
-from attrib_mlops.tracking.kinds.base import StorageKind, open_parquet, write_parquet
+from attrib_mlops.tracking.kinds.base import DRIFT_PREFIXES, StorageKind, open_parquet, write_parquet
 
 __all__ = ["SourcesKind", "FORMAT"]
 
 #: Parquet metadata tag of a sources file.
 FORMAT = "attrib-mlops/sources"
-_DRIFT_PREFIXES = ("drift_prev_", "drift_first_")
 
 
 def _table(results: Sequence[SourceAttribution], metadata: dict[str, Any]) -> Any:
@@ -171,7 +170,7 @@ class SourcesKind(StorageKind):
                 vals = [s[m.name] for s in per_sample.values() if m.name in s]
                 if vals:
                     agg[m.summary_name] = m.reduce(vals)
-            for key in sorted({key for s in per_sample.values() for key in s if key.startswith(_DRIFT_PREFIXES)}):
+            for key in sorted({key for s in per_sample.values() for key in s if key.startswith(DRIFT_PREFIXES)}):
                 agg[key] = nanmean([s.get(key, math.nan) for s in per_sample.values()])
             section["methods"][method] = {
                 "engine": method,
@@ -206,13 +205,6 @@ class SourcesKind(StorageKind):
                         out[f"{a}_vs_{b}_{m.name}"] = m.reduce(values[m.name])
         return out
 
-    def logged(self, name: str) -> bool:
-        scope = "sample"
-        for prefix in _DRIFT_PREFIXES:
-            if name.startswith(prefix):
-                name, scope = name[len(prefix):], "drift"
-        found = [m for m in list_metrics(scope, SOURCES) if name in (m.name, m.summary_name)]
-        return all(m.logged for m in found)
 
     # ------------------------------------------------------------ view
     def render(self, panels: Mapping[tuple[str, str], list[SourceAttribution]], meta: dict[str, Any],

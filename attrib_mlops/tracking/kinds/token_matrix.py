@@ -30,7 +30,7 @@ import numpy as np
 from attrib_mlops._util import nanmean
 from attrib_mlops.analysis import drift, method_agreement, source_importance, summarize, target_importance
 from attrib_mlops.analysis.compare import pair_samples
-from attrib_mlops.analysis.registry import TOKEN_MATRIX, compute, get_metric, list_metrics
+from attrib_mlops.analysis.registry import TOKEN_MATRIX, compute, get_metric
 from attrib_mlops.errors import AttribError
 from attrib_mlops.result import AttributionResult
 from attrib_mlops.tracking import layout as L
@@ -45,7 +45,6 @@ __all__ = ["TokenMatrixKind"]
 logger = logging.getLogger("attrib_mlops.tracking.writer")
 
 #: Reference points of drift, as they prefix the per-sample keys (``drift_prev_spearman``).
-_DRIFT_PREFIXES = ("drift_prev_", "drift_first_")
 
 
 def _undefined() -> dict[str, float]:
@@ -196,14 +195,6 @@ class TokenMatrixKind(StorageKind):
                 pairs.setdefault(key.replace("~", "_vs_"), []).append(v)
         return {name: nanmean(v) for name, v in pairs.items()}
 
-    def logged(self, name: str) -> bool:
-        """Whether the registry logs the metric behind ``name`` (``drift_prev_kendall``: no)."""
-        scope = "sample"
-        for prefix in _DRIFT_PREFIXES:
-            if name.startswith(prefix):
-                name, scope = name[len(prefix):], "drift"
-        found = [m for m in list_metrics(scope, TOKEN_MATRIX) if name in (m.name, m.summary_name)]
-        return all(m.logged for m in found)
 
     # ------------------------------------------------------------ view
     def render(self, panels: Mapping[tuple[str, str], list[AttributionResult]], meta: dict[str, Any],

@@ -36,14 +36,13 @@ from attrib_mlops.analysis.kinds.training_data import TRAINING_DATA, TrainingPai
 from attrib_mlops.analysis.registry import compute, list_metrics
 from attrib_mlops.errors import InputError
 from attrib_mlops.tracking.errors import TrackingError
-from attrib_mlops.tracking.kinds.base import StorageKind, open_parquet, write_parquet
+from attrib_mlops.tracking.kinds.base import DRIFT_PREFIXES, StorageKind, open_parquet, write_parquet
 from attrib_mlops.training_data.result import TrainingDataAttribution
 
 __all__ = ["TrainingDataKind", "FORMAT"]
 
 #: Parquet metadata tag of a training-data file.
 FORMAT = "attrib-mlops/training-data"
-_DRIFT_PREFIXES = ("drift_prev_", "drift_first_")
 _COLUMNS = ("sample_id", "method", "prompt", "target", "target_tokens", "selected", "scores", "top_k", "scale",
             "info")
 
@@ -162,7 +161,7 @@ class TrainingDataKind(StorageKind):
                 vals = [s[m.name] for s in per_sample.values() if m.name in s]
                 if vals:
                     agg[m.summary_name] = m.reduce(vals)
-            for key in sorted({key for s in per_sample.values() for key in s if key.startswith(_DRIFT_PREFIXES)}):
+            for key in sorted({key for s in per_sample.values() for key in s if key.startswith(DRIFT_PREFIXES)}):
                 agg[key] = nanmean([s.get(key, math.nan) for s in per_sample.values()])
             section["methods"][method] = {"engine": TRAINING_DATA, "n_samples": len(rs), "metrics": agg,
                                           "drift": drift_info, "samples": per_sample, "top_examples": tops}

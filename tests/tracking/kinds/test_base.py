@@ -184,3 +184,13 @@ def test_a_newer_version_of_one_kind_is_refused_alone(toy_kind, run):
     with pytest.raises(SchemaVersionError, match="version 2"):  # never appended to, the step stays spooled
         w2.log_step(10, _scores(10))
     assert len(w2.pending()) == 1
+
+
+def test_every_kind_logs_what_its_registry_says():
+    """One ``logged()`` for every kind: a drift metric registered ``logged=False`` stays out of MLflow."""
+    from attrib_mlops.tracking.kinds import get_kind
+
+    tm = get_kind("token_matrix")
+    assert tm.logged("drift_prev_kendall") is False and tm.logged("drift_first_kendall") is False
+    assert tm.logged("drift_prev_spearman") and tm.logged("topk_mass")
+    assert get_kind("sources").logged("lds") and get_kind("training_data").logged("drift_prev_top_overlap")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,7 +41,8 @@ from attrib_mlops.tracking.errors import SchemaVersionError, TrackingError
 #: prefixes of the per-step drift aggregates a kind computes against the previous / first step
 DRIFT_PREFIXES = ("drift_prev_", "drift_first_")
 
-__all__ = ["StorageKind", "get_kind", "kind_names", "kind_of", "open_parquet", "write_parquet", "DEFAULT_KIND"]
+__all__ = ["StorageKind", "get_kind", "kind_names", "kind_of", "open_parquet", "write_parquet", "drift_by_id",
+           "aggregate_samples", "DEFAULT_KIND"]
 
 #: The kind of a call that names none, and of everything schema v1 wrote (the token matrix; the
 #: kinds of every layer share their names, see :mod:`attrib_mlops.analysis.registry`).
@@ -289,3 +290,49 @@ def write_parquet(table: Any, path: Path, row_group_size: int) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path, row_group_size=max(1, int(row_group_size)))
+
+
+def drift_by_id(results: Sequence[Any], references: Mapping[str, tuple[int, Any]], per_sample: dict[str, dict],
+                kind: str, pair_context: Callable[[Any, Any], Any | None]) -> dict[str, Any]:
+    """Per-sample drift against each reference step, samples paired by id; returns the ``drift`` section.
+
+    Adds ``drift_<which>_<metric>`` to ``per_sample[id]`` for every registered drift metric of
+    ``kind``. ``references`` is ``{which: (step, {sample_id: result} or None)}``;
+    ``pair_context(reference, result)`` builds the metrics' context, or None when the two are
+    not comparable (that sample is skipped).
+    """
+    from attrib_mlops.analysis.registry import compute
+
+    info: dict[str, Any] = {}
+    for which, (ref_step, ref) in references.items():
+        info[f"{which}_step"] = ref_step
+        if ref is None:
+            continue
+        n_used = 0
+        for r in results:
+            other = ref.get(str(r.sample_id))
+            ctx = None if other is None else pair_context(other, r)
+            if ctx is None:
+                continue
+            n_used += 1
+            for name, v in compute("drift", ctx, kind=kind).items():
+                per_sample[str(r.sample_id)][f"drift_{which}_{name}"] = float(v)
+        info[f"{which}_n_samples"] = n_used
+    return info
+
+
+def aggregate_samples(per_sample: Mapping[str, Mapping[str, float]], kind: str) -> dict[str, float | None]:
+    """A method's logged aggregates: each registered sample metric of ``kind`` reduced, each drift key averaged."""
+    import math
+
+    from attrib_mlops._util import nanmean
+    from attrib_mlops.analysis.registry import list_metrics
+
+    agg: dict[str, float | None] = {}
+    for m in list_metrics("sample", kind):
+        vals = [s[m.name] for s in per_sample.values() if m.name in s]
+        if vals:
+            agg[m.summary_name] = m.reduce(vals)
+    for key in sorted({key for s in per_sample.values() for key in s if key.startswith(DRIFT_PREFIXES)}):
+        agg[key] = nanmean([s.get(key, math.nan) for s in per_sample.values()])
+    return agg

@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from attrib_mlops._util import dumps, nanmean
+from attrib_mlops._util import dumps
 from attrib_mlops.analysis.kinds.sources import (
     SOURCES,
     SourcePairContext,
@@ -47,7 +47,8 @@ from attrib_mlops.errors import InputError
 from attrib_mlops.sources.result import SourceAttribution
 from attrib_mlops.tracking import layout as L
 from attrib_mlops.tracking.errors import TrackingError
-from attrib_mlops.tracking.kinds.base import DRIFT_PREFIXES, StorageKind, open_parquet, write_parquet
+from attrib_mlops.tracking.kinds.base import (StorageKind, aggregate_samples, drift_by_id, open_parquet,
+                                             write_parquet)
 
 __all__ = ["SourcesKind", "FORMAT"]
 
@@ -138,7 +139,6 @@ class SourcesKind(StorageKind):
         true sources itself (``info["true_sources"]``).
         """
         section: dict[str, Any] = {"methods": {}, "agreement": {}}
-        sample_metrics = list_metrics("sample", SOURCES)
         for method, rs in groups.items():
             per_sample: dict[str, dict[str, float]] = {}
             tops: dict[str, dict[str, Any]] = {}
@@ -148,30 +148,12 @@ class SourcesKind(StorageKind):
                 t = top_source(r)
                 tops[sid] = {"index": t, "source": r.sources[t] if t is not None else None,
                              "n_sources": r.n_sources}
-            drift_info: dict[str, Any] = {}
-            for which, (ref_step, ref) in references.get(method, {}).items():
-                drift_info[f"{which}_step"] = ref_step
-                if ref is None:
-                    continue
-                n_used = 0
-                for r in rs:
-                    other = ref.get(str(r.sample_id))
-                    if other is None:
-                        continue
-                    ctx = SourcePairContext(other, r, k=k)
-                    if not ctx.comparable:
-                        continue
-                    n_used += 1
-                    for name, v in compute("drift", ctx, kind=SOURCES).items():
-                        per_sample[str(r.sample_id)][f"drift_{which}_{name}"] = float(v)
-                drift_info[f"{which}_n_samples"] = n_used
-            agg: dict[str, float | None] = {}
-            for m in sample_metrics:
-                vals = [s[m.name] for s in per_sample.values() if m.name in s]
-                if vals:
-                    agg[m.summary_name] = m.reduce(vals)
-            for key in sorted({key for s in per_sample.values() for key in s if key.startswith(DRIFT_PREFIXES)}):
-                agg[key] = nanmean([s.get(key, math.nan) for s in per_sample.values()])
+            def pair(other: SourceAttribution, r: SourceAttribution) -> SourcePairContext | None:
+                ctx = SourcePairContext(other, r, k=k)
+                return ctx if ctx.comparable else None
+
+            drift_info = drift_by_id(rs, references.get(method, {}), per_sample, SOURCES, pair)
+            agg = aggregate_samples(per_sample, SOURCES)
             section["methods"][method] = {
                 "engine": method,
                 "n_samples": len(rs),

@@ -26,17 +26,17 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from attrib_mlops._util import dumps, nanmean
+from attrib_mlops._util import dumps
 from attrib_mlops.analysis.kinds.training_data import TRAINING_DATA, TrainingPairContext, TrainingSampleContext
-from attrib_mlops.analysis.registry import compute, list_metrics
+from attrib_mlops.analysis.registry import compute
 from attrib_mlops.errors import InputError
 from attrib_mlops.tracking.errors import TrackingError
-from attrib_mlops.tracking.kinds.base import DRIFT_PREFIXES, StorageKind, open_parquet, write_parquet
+from attrib_mlops.tracking.kinds.base import (StorageKind, aggregate_samples, drift_by_id, open_parquet,
+                                             write_parquet)
 from attrib_mlops.training_data.result import TrainingDataAttribution
 
 __all__ = ["TrainingDataKind", "FORMAT"]
@@ -142,27 +142,9 @@ class TrainingDataKind(StorageKind):
                 per_sample[sid] = compute("sample", TrainingSampleContext(r, k=k), kind=TRAINING_DATA)
                 top = r.top(k)
                 tops[sid] = {side: [it["id"] for it in items] for side, items in top.items()}
-            drift_info: dict[str, Any] = {}
-            for which, (ref_step, ref) in references.get(method, {}).items():
-                drift_info[f"{which}_step"] = ref_step
-                if ref is None:
-                    continue
-                n_used = 0
-                for r in rs:
-                    other = ref.get(str(r.sample_id))
-                    if other is None:
-                        continue
-                    n_used += 1
-                    for name, v in compute("drift", TrainingPairContext(other, r, k=k), kind=TRAINING_DATA).items():
-                        per_sample[str(r.sample_id)][f"drift_{which}_{name}"] = float(v)
-                drift_info[f"{which}_n_samples"] = n_used
-            agg: dict[str, float | None] = {}
-            for m in list_metrics("sample", TRAINING_DATA):
-                vals = [s[m.name] for s in per_sample.values() if m.name in s]
-                if vals:
-                    agg[m.summary_name] = m.reduce(vals)
-            for key in sorted({key for s in per_sample.values() for key in s if key.startswith(DRIFT_PREFIXES)}):
-                agg[key] = nanmean([s.get(key, math.nan) for s in per_sample.values()])
+            drift_info = drift_by_id(rs, references.get(method, {}), per_sample, TRAINING_DATA,
+                                     lambda other, r: TrainingPairContext(other, r, k=k))
+            agg = aggregate_samples(per_sample, TRAINING_DATA)
             section["methods"][method] = {"engine": TRAINING_DATA, "n_samples": len(rs), "metrics": agg,
                                           "drift": drift_info, "samples": per_sample, "top_examples": tops}
         return section
